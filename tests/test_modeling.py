@@ -49,6 +49,16 @@ def test_any_length_is_padded_not_truncated(tiny_model):
         assert tiny_model(x).audio_values.shape == (1, 1, 803)
 
 
+def test_odd_strides_decode_to_the_full_length():
+    model = VRVQModel(tiny_config(downsampling_ratios=[3, 5], decoder_hidden_size=16)).eval()
+    x = speech_like(0.1)[..., :1500]
+    out = _encode(model, x, level=0.5)
+    assert out.audio_codes.shape[-1] == 100
+    with torch.no_grad():
+        assert model.decode(out.audio_codes, num_codebooks=out.num_codebooks).audio_values.shape[-1] == 1500
+        assert model(x[..., :1490]).audio_values.shape[-1] == 1490
+
+
 def test_dict_and_tuple_outputs_agree(tiny_model):
     x = speech_like(0.2)
     as_dict = _encode(tiny_model, x, level=0.7)

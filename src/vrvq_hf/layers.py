@@ -96,8 +96,11 @@ class DecoderBlock(nn.Module):
         self.stride = stride
         out_channels = in_channels // 2
         self.act = Snake1d(in_channels)
+        # output_padding makes the output exactly stride x longer for odd strides too (DAC loses a sample
+        # there); for even strides it is 0 and this is DAC's layer.
         self.upsample = nn.ConvTranspose1d(
-            in_channels, out_channels, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
+            in_channels, out_channels, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2),
+            output_padding=stride % 2,
         )
         self.residual_units = nn.ModuleList([ResidualUnit(out_channels, d) for d in (1, 3, 9)])
 

@@ -244,15 +244,17 @@ class VRVQModel(VRVQPreTrainedModel):
             features = features.detach()
         return self.importance_subnet(features, frames.frame_lengths if frames.needs_mask else None)
 
-    def _active_counts(
+    def select_num_codebooks(
         self,
         importance: torch.Tensor | None,
         frame_valid: torch.Tensor,
-        level: float | torch.Tensor | None,
-        n_quantizers: int | None,
-        target_kbps: float | None,
+        level: float | torch.Tensor | None = None,
+        n_quantizers: int | None = None,
+        target_kbps: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Active codebooks per frame (B, F), 0 on padded frames, and the level per item (or None)."""
+        """The inference rule: active codebooks per frame (B, F), 0 where `frame_valid` (B, F) is False, and
+        the level per item (or None), from an importance map (B, F) and one of level / n_quantizers /
+        target_kbps (none: all codebooks). `encode` uses it; chunked encoders apply it to a whole file."""
         config = self.config
         given = [name for name, v in (("level", level), ("n_quantizers", n_quantizers), ("target_kbps", target_kbps)) if v is not None]
         if len(given) > 1:
@@ -309,7 +311,7 @@ class VRVQModel(VRVQPreTrainedModel):
         frame_valid = frames.frame_valid
         latent, features = self.encoder(frames.waveform, frames.sample_lengths if frames.needs_mask else None)
         importance = self._importance(features, frames)
-        counts, used_level = self._active_counts(importance, frame_valid, level, n_quantizers, target_kbps)
+        counts, used_level = self.select_num_codebooks(importance, frame_valid, level, n_quantizers, target_kbps)
         mask = prefix_mask(counts, self.config.n_codebooks)
         quantized = self.quantizer(latent, mask.to(latent.dtype))
         output = VRVQEncoderOutput(

@@ -1,0 +1,61 @@
+"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep and its figures.
+
+Plots are imported on demand (``vrvq_hf.evaluation.plots``) so that matplotlib stays optional.
+"""
+
+from .bd_rate import bd_quality, bd_rate
+from .metrics import (
+    METRICS,
+    MetricInfo,
+    compute_metrics,
+    estoi,
+    l1_distance,
+    mel_distance,
+    pesq_wb,
+    si_sdr,
+    stft_distance,
+    stoi,
+    visqol,
+)
+from .sweep import (
+    CHEAP_METRICS,
+    DEFAULT_LEVELS,
+    Clip,
+    ClipSource,
+    SamplingRateMismatchError,
+    SweepResult,
+    dataset_sources,
+    folder_sources,
+    run_evaluation,
+    run_sweep,
+    summarize,
+    summary_markdown,
+)
+
+__all__ = [
+    "CHEAP_METRICS",
+    "DEFAULT_LEVELS",
+    "METRICS",
+    "Clip",
+    "ClipSource",
+    "MetricInfo",
+    "SamplingRateMismatchError",
+    "SweepResult",
+    "bd_quality",
+    "bd_rate",
+    "compute_metrics",
+    "dataset_sources",
+    "estoi",
+    "folder_sources",
+    "l1_distance",
+    "mel_distance",
+    "pesq_wb",
+    "run_evaluation",
+    "run_sweep",
+    "si_sdr",
+    "stft_distance",
+    "stoi",
+    "summarize",
+    "summary_markdown",
+    "visqol",
+]

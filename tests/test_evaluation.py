@@ -1,0 +1,434 @@
+"""Rate-distortion evaluation: metric sanity, BD-rate, the VBR/CBR sweep, its files and figures."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vrvq_hf import VRVQModel
+from vrvq_hf.evaluation import bd_quality, bd_rate, metrics
+from vrvq_hf.evaluation.sweep import (
+    SamplingRateMismatchError,
+    dataset_sources,
+    folder_sources,
+    run_evaluation,
+    run_sweep,
+    summarize,
+)
+
+from .conftest import tiny_config
+
+SR = 16000
+LEVELS = (0.1, 0.5, 1.0, 3.0)
+
+
+# ------------------------------------------------------------------------------------------------ signals
+def voiced(seconds: float = 2.0, sampling_rate: int = SR, seed: int = 0) -> np.ndarray:
+    """Speech-like test signal: a gliding harmonic source (f0 110-190 Hz, 1/k harmonics up to 4 kHz) in
+    syllable-rate bursts with short pauses; (T,) float64."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    f0 = 150 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sampling_rate
+    harmonics = sum(np.sin(k * phase) / k for k in range(1, int(4000 / 190)))
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 0.5
+    return 0.25 * harmonics * envelope + 0.002 * rng.standard_normal(t.size)
+
+
+def with_noise(signal: np.ndarray, snr_db: float, seed: int = 1) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(signal.size)
+    return signal + noise * np.sqrt(np.mean(signal**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+
+
+def strictly_ordered(values: list[float], higher_is_better: bool) -> bool:
+    """True when values (clean -> noisier) get strictly worse."""
+    steps = np.diff(values)
+    return bool((steps < 0).all() if higher_is_better else (steps > 0).all())
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+CHEAP_AND_SPEECH = ["mel", "stft", "sisdr", "l1", "pesq", "stoi", "estoi"]
+
+
+def test_identical_signals_score_at_the_top():
+    x = voiced()
+    assert metrics.mel_distance(x, x, SR) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.stft_distance(x, x, SR) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.l1_distance(x, x, SR) == 0.0
+    assert metrics.si_sdr(x, x, SR) > 100.0
+    assert metrics.pesq_wb(x, x, SR) > 4.5  # wide-band PESQ tops out at 4.64
+    assert metrics.stoi(x, x, SR) == pytest.approx(1.0, abs=1e-6)
+    assert metrics.estoi(x, x, SR) == pytest.approx(1.0, abs=1e-6)
+    # SI-SDR ignores gain; the others are not asked to.
+    assert metrics.si_sdr(0.5 * x, x, SR) > 100.0
+
+
+@pytest.mark.parametrize("name", CHEAP_AND_SPEECH)
+def test_more_noise_scores_worse(name):
+    x = voiced()
+    info = metrics.METRICS[name]
+    scores = [info.function(x, x, SR)] + [info.function(with_noise(x, snr), x, SR) for snr in (30, 15, 5, -5)]
+    assert strictly_ordered(scores, info.higher_is_better), (name, scores)
+
+
+def test_si_sdr_matches_the_noise_level():
+    x = voiced()
+    # Independent white noise at a given SNR: SI-SDR is close to that SNR.
+    assert metrics.si_sdr(with_noise(x, 10.0), x, SR) == pytest.approx(10.0, abs=0.3)
+
+
+def test_visqol_audio_and_speech_modes():
+    x = voiced(seconds=2.0)
+    audio = [metrics.visqol(y, x, SR, mode="audio") for y in (x, with_noise(x, 10))]
+    speech = [metrics.visqol(y, x, SR, mode="speech") for y in (x, with_noise(x, 25), with_noise(x, 5))]
+    assert audio[0] > 4.6 and speech[0] > 4.9  # ceilings: about 4.73 (audio) and 5.0 (speech)
+    assert strictly_ordered(audio, True), audio
+    assert strictly_ordered(speech, True), speech
+
+
+def test_metric_inputs_are_checked():
+    x = voiced(0.5)
+    with pytest.raises(ValueError, match="same length"):
+        metrics.mel_distance(x[:-1], x, SR)
+    with pytest.raises(ValueError, match="16000 Hz but reference at 8000 Hz"):
+        metrics.si_sdr(x, x, SR, reference_sampling_rate=8000)
+    with pytest.raises(ValueError, match="mono"):
+        metrics.l1_distance(np.stack([x, x]), np.stack([x, x]), SR)
+    with pytest.raises(ValueError, match="positive int"):
+        metrics.stoi(x, x, 0)
+    with pytest.raises(ValueError, match=">= 16000 Hz"):
+        metrics.pesq_wb(x[::2], x[::2], 8000)
+    with pytest.raises(ValueError, match="silent"):
+        metrics.si_sdr(x, np.zeros_like(x), SR)
+    with pytest.raises(ValueError, match="mode"):
+        metrics.visqol(x, x, SR, mode="music")
+    # Torch tensors of shape (1, 1, T) are accepted and give the numpy result.
+    tensor = torch.from_numpy(x).view(1, 1, -1)
+    assert metrics.l1_distance(tensor * 0.5, tensor, SR) == pytest.approx(metrics.l1_distance(x * 0.5, x, SR))
+
+
+def test_missing_optional_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pesq", None)  # makes `import pesq` fail
+    with pytest.raises(ImportError, match="pip install pesq"):
+        metrics.pesq_wb(voiced(0.5), voiced(0.5), SR)
+
+
+def test_compute_metrics_records_a_failing_metric_as_nan():
+    x = voiced(1.0)
+    with pytest.warns(UserWarning, match="sisdr"):
+        values = metrics.compute_metrics(x, np.zeros_like(x), SR, ["sisdr", "l1"])
+    assert math.isnan(values["sisdr"]) and values["l1"] == pytest.approx(np.mean(np.abs(x)))
+    with pytest.raises(ValueError, match="unknown metrics"):
+        metrics.compute_metrics(x, x, SR, ["psnr"])
+
+
+# ---------------------------------------------------------------------------------------------- BD-rate
+RATES = [1.5, 3.0, 4.5, 6.0, 7.5]
+QUALITY = [2.1, 3.0, 3.6, 3.95, 4.2]  # concave, increasing
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_bd_rate_of_a_curve_against_itself_is_zero(method):
+    assert bd_rate(RATES, QUALITY, RATES, QUALITY, method=method) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("k", [0.6, 0.9, 1.25, 2.0])
+def test_bd_rate_of_scaled_rates_is_the_scale(method, k):
+    value = bd_rate(RATES, QUALITY, [k * r for r in RATES], QUALITY, method=method)
+    assert value == pytest.approx((k - 1) * 100, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_bd_rate_for_lower_is_better_metrics(method):
+    distance = [2.0, 1.4, 1.1, 0.95, 0.9]  # e.g. mel distance, falls with rate
+    value = bd_rate(RATES, distance, [0.7 * r for r in RATES], distance, higher_is_better=False, method=method)
+    assert value == pytest.approx(-30.0, abs=1e-6)
+    # Without the negation the quality axis runs the wrong way round; the number is the same here because
+    # both curves share it, but a real difference shows its sign: the better test curve saves bits.
+    better = [d - 0.05 for d in distance]
+    assert bd_rate(RATES, distance, RATES, better, higher_is_better=False, method=method) < 0
+    assert bd_rate(RATES, QUALITY, RATES, [q + 0.05 for q in QUALITY], method=method) < 0
+
+
+def test_bd_rate_partial_overlap_uses_the_shared_interval():
+    # log-rate linear in quality: every interpolant through any subset of the points is that line, so a
+    # test curve that covers only the upper part of the range at 1.1x the rate gives exactly +10 %.
+    rates = [10 ** (0.3 * q) for q in QUALITY]
+    for method in ("pchip", "cubic"):
+        low, high = (slice(None, 4), slice(1, None)) if method == "cubic" else (slice(None), slice(2, None))
+        value = bd_rate(rates[low], QUALITY[low], [1.1 * r for r in rates[high]], QUALITY[high], method=method)
+        assert value == pytest.approx(10.0, abs=1e-6)
+
+
+def test_bd_rate_errors():
+    with pytest.raises(ValueError, match="do not overlap"):
+        bd_rate(RATES, QUALITY, RATES, [q + 10 for q in QUALITY])
+    with pytest.raises(ValueError, match="at least 2 points"):
+        bd_rate([1.0], [3.0], RATES, QUALITY)
+    with pytest.raises(ValueError, match="at least 4 points"):
+        bd_rate(RATES[:3], QUALITY[:3], RATES, QUALITY, method="cubic")
+    with pytest.raises(ValueError, match="rates must be > 0"):
+        bd_rate([0.0, 1.0], [1.0, 2.0], RATES, QUALITY)
+    with pytest.raises(ValueError, match="same number"):
+        bd_rate(RATES, QUALITY[:-1], RATES, QUALITY)
+    with pytest.raises(ValueError, match="method"):
+        bd_rate(RATES, QUALITY, RATES, QUALITY, method="linear")
+
+
+def test_bd_rate_merges_a_quality_plateau():
+    # Two points at the same quality (a metric at its floor) merge instead of breaking pchip.
+    rates, quality = [1.0, 2.0, 4.0, 8.0], [1.0, 1.0, 2.0, 3.0]
+    assert bd_rate(rates, quality, [2 * r for r in rates], quality) == pytest.approx(100.0, abs=1e-6)
+
+
+def test_bd_quality_of_a_shifted_curve_is_the_shift():
+    shifted = [q + 0.3 for q in QUALITY]
+    assert bd_quality(RATES, QUALITY, RATES, shifted) == pytest.approx(0.3, abs=1e-9)
+    assert bd_quality(RATES, QUALITY, RATES, shifted, method="cubic") == pytest.approx(0.3, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+class EnergyImportance(torch.nn.Module):
+    """Stand-in importance subnet: sigmoid of the standardised log energy of the encoder features per
+    frame, so that importance follows content (a random subnet outputs ~0.5 everywhere)."""
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        energy = features.pow(2).mean(dim=1).clamp_min(1e-20).log()  # (B, F)
+        z = (energy - energy.mean(dim=-1, keepdim=True)) / (energy.std(dim=-1, keepdim=True) + 1e-6)
+        importance = torch.sigmoid(2.0 * z)
+        if frame_lengths is not None:
+            steps = torch.arange(importance.shape[-1], device=importance.device)
+            importance = importance * (steps[None, :] < frame_lengths[:, None])
+        return importance
+
+
+def _model() -> VRVQModel:
+    """Tiny random model whose importance varies over frames."""
+    torch.manual_seed(0)
+    model = VRVQModel(tiny_config()).eval()
+    model.importance_subnet = EnergyImportance()
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to contention on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_corpus(root: Path) -> Path:
+    """speech/ (2 clips) and music/ (2 clips, one of them unreadable) at 16 kHz, 1 s each."""
+    rng = np.random.default_rng(3)
+    (root / "speech").mkdir(parents=True)
+    (root / "music").mkdir()
+    for i in range(2):
+        sf.write(root / "speech" / f"s{i}.wav", voiced(1.0, seed=i), SR)
+    t = np.arange(SR) / SR
+    chords = 0.2 * (np.sin(2 * np.pi * 330 * t) + np.sin(2 * np.pi * 415 * t)) * (t > 0.3)
+    sf.write(root / "music" / "m0.flac", chords + 0.01 * rng.standard_normal(SR), SR)
+    (root / "music" / "broken.wav").write_bytes(b"RIFF....WAVEnot really audio")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory):
+    """One full run_evaluation on the tiny model (shared by the sweep, summary and figure tests)."""
+    root = _write_corpus(tmp_path_factory.mktemp("corpus"))
+    output = tmp_path_factory.mktemp("eval")
+    model = _model()
+    with pytest.warns(UserWarning, match="broken.wav"):
+        result, summary, written = run_evaluation(
+            model, folder_sources(root), output, levels=LEVELS,
+            metrics=["mel", "stft", "sisdr", "l1", "pesq", "stoi"], clip_seconds=10.0, progress=False,
+            usage_levels=(0.2, 1.0, 3.0),
+        )
+    return model, result, summary, written, output
+
+
+def test_sweep_covers_every_point_within_the_counted_range(evaluation):
+    model, result, _, _, _ = evaluation
+    config = model.config
+    assert result.n_clips == 3 and [name for name, _ in result.skipped] == ["music/broken.wav"]
+    clips = {row["clip"] for row in result.rows}
+    assert clips == {"speech/s0.wav", "speech/s1.wav", "music/m0.flac"}
+    expected = {f"l={level:g}" for level in LEVELS} | {f"n={n}" for n in range(1, config.n_codebooks + 1)}
+    for clip in clips:
+        assert {row["point"] for row in result.rows if row["clip"] == clip} == expected
+    for row in result.rows:
+        assert config.min_kbps - 1e-9 <= row["kbps"] <= config.max_kbps + 1e-9
+        assert row["side_info_kbps"] == pytest.approx(config.side_info_kbps)
+        assert row["payload_kbps"] == pytest.approx(
+            row["mean_codebooks"] * config.bits_per_code * config.frame_rate / 1000
+        )
+        assert row["seconds"] == pytest.approx(1.0)
+        if row["mode"] == "cbr":
+            assert row["mean_codebooks"] == row["n_quantizers"]
+        speech = row["category"] == "speech"
+        assert (row["pesq"] is not None) == speech and (row["stoi"] is not None) == speech
+
+
+def test_vbr_kbps_is_non_decreasing_in_level_and_really_variable(evaluation):
+    model, result, _, _, _ = evaluation
+    fractional = False
+    for clip in {row["clip"] for row in result.rows}:
+        vbr = sorted((row["level"], row["kbps"], row["mean_codebooks"]) for row in result.rows
+                     if row["clip"] == clip and row["mode"] == "vbr")
+        assert all(b[1] >= a[1] for a, b in zip(vbr, vbr[1:])), vbr
+        fractional |= any(0 < m % 1 for _, _, m in vbr)
+    assert fractional  # the importance map varies, so some levels use a non-integer mean of codebooks
+
+
+def test_summary_and_bd_rate_per_category(evaluation):
+    _, result, summary, _, output = evaluation
+    entries = {(e["category"], e["metric"]): e for e in summary["bd_rate"]}
+    for category in ("speech", "music", "all"):
+        for metric in ("mel", "stft", "sisdr", "l1"):
+            entry = entries[(category, metric)]
+            assert entry["bd_rate_percent"] is not None or entry["error"], entry
+    assert entries[("music", "pesq")]["bd_rate_percent"] is None  # PESQ runs on speech only
+    # Means in the summary are the means of the rows.
+    point = next(p for p in summary["points"] if p["category"] == "speech" and p["point"] == "l=0.5")
+    rows = [r for r in result.rows if r["category"] == "speech" and r["point"] == "l=0.5"]
+    assert point["clips"] == 2 and point["mel"] == pytest.approx(np.mean([r["mel"] for r in rows]))
+    markdown = (output / "summary.md").read_text()
+    assert "BD-rate of VBR against CBR" in markdown and "| speech |" in markdown and "broken.wav" in markdown
+    saved = json.loads((output / "rows.json").read_text())
+    assert len(saved) == len(result.rows) and saved[0]["clip"] == result.rows[0]["clip"]
+    header = (output / "rows.csv").read_text().splitlines()[0].split(",")
+    assert {"clip", "category", "mode", "point", "kbps", "payload_kbps", "side_info_kbps", "mel"} <= set(header)
+
+
+class ConstantImportance(torch.nn.Module):
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full((features.shape[0], features.shape[-1]), 0.5)
+
+
+def test_bd_rate_of_a_constant_importance_model_is_the_side_information(tmp_path):
+    # Importance 0.5 everywhere: VBR at level just under 2n/Nq uses n codebooks on every frame, i.e. the
+    # CBR codes plus side information, so the BD-rate is the side information's share of the bitrate.
+    torch.manual_seed(0)
+    model = VRVQModel(tiny_config()).eval()
+    model.importance_subnet = ConstantImportance()
+    config = model.config
+    sf.write(tmp_path / "a.wav", voiced(1.0), SR)
+    levels = [n / (config.n_codebooks * 0.5) - 1e-3 for n in range(1, config.n_codebooks + 1)]
+    result = run_sweep(model, folder_sources(tmp_path, category="speech"), levels=levels, metrics=["mel"],
+                       progress=False)
+    vbr = [row for row in result.rows if row["mode"] == "vbr"]
+    cbr = [row for row in result.rows if row["mode"] == "cbr"]
+    assert [row["mean_codebooks"] for row in vbr] == [1.0, 2.0, 3.0, 4.0]
+    assert [row["mel"] for row in vbr] == [row["mel"] for row in cbr]  # the same codes decode the same
+    entry = summarize(result)["bd_rate"][0]
+    # VBR at total kbps (n*bits + side) vs CBR at payload kbps (n*bits): the ratio falls with n; its
+    # log-mean over the quality range lies strictly between the extremes.
+    ratios = [(n * config.bits_per_code + config.side_info_bits) / (n * config.bits_per_code) for n in range(1, 5)]
+    assert (min(ratios) - 1) * 100 < entry["bd_rate_percent"] < (max(ratios) - 1) * 100
+
+
+def test_figures_are_written(evaluation):
+    _, result, _, written, output = evaluation
+    pngs = {p.name: p for p in written if p.suffix == ".png"}
+    assert {f"rd_{m}.png" for m in result.metrics} | {"codebooks_speech.png", "codebooks_music.png"} == set(pngs)
+    for path in pngs.values():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (path, len(data))
+
+
+def test_rate_mismatch_is_an_error_unless_resampling(tmp_path):
+    sf.write(tmp_path / "low.wav", voiced(1.0, sampling_rate=8000), 8000)
+    model = _model()
+    with pytest.raises(SamplingRateMismatchError, match="8000 Hz but the model expects 16000 Hz"):
+        run_sweep(model, folder_sources(tmp_path), levels=(1.0,), n_quantizers=(), metrics=["l1"], progress=False)
+    result = run_sweep(model, folder_sources(tmp_path), levels=(1.0,), n_quantizers=(2,), metrics=["l1"],
+                       resample=True, progress=False)
+    assert len(result.rows) == 2 and result.rows[0]["seconds"] == pytest.approx(1.0)
+
+
+def test_empty_and_unreadable_sets_are_errors(tmp_path):
+    model = _model()
+    with pytest.raises(ValueError, match="no clips to evaluate"):
+        run_sweep(model, folder_sources(tmp_path), progress=False)
+    (tmp_path / "bad.wav").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="bad.wav"), pytest.raises(ValueError, match="no clip could be read"):
+        run_sweep(model, folder_sources(tmp_path), levels=(1.0,), metrics=["l1"], progress=False)
+    with pytest.raises(ValueError, match="not a directory"):
+        folder_sources(tmp_path / "missing")
+    with pytest.raises(ValueError, match="CBR codebook counts"):
+        run_sweep(model, folder_sources(tmp_path), n_quantizers=(0,), progress=False)
+    with pytest.raises(ValueError, match="unknown metrics"):
+        run_sweep(model, folder_sources(tmp_path), metrics=["psnr"], progress=False)
+
+
+def test_dataset_source_with_a_category_column():
+    datasets = pytest.importorskip("datasets")
+    items = [
+        {"audio": {"array": voiced(0.5, seed=i), "sampling_rate": SR}, "kind": kind}
+        for i, kind in enumerate(["speech", "music", "speech"])
+    ]
+    sources = dataset_sources(datasets.Dataset.from_list(items), audio_column="audio", category_column="kind")
+    assert [s.category for s in sources] == ["speech", "music", "speech"]
+    result = run_sweep(_model(), sources, levels=(0.5,), n_quantizers=(1,), metrics=["l1"], max_clips=1,
+                       progress=False)
+    assert sorted({row["clip"] for row in result.rows}) == ["dataset[0]", "dataset[1]"]  # 1 per category
+    with pytest.raises(ValueError, match="no column"):
+        dataset_sources(datasets.Dataset.from_list(items), audio_column="sound")
+
+
+def test_command_line(tmp_path):
+    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    torch.manual_seed(0)
+    VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
+    sf.write(tmp_path / "clip.wav", voiced(1.0), SR)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "clip.wav").rename(tmp_path / "data" / "clip.wav")
+    code = cli.main([
+        "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
+        "--levels", "0.5,2", "--cbr", "1,4", "--metrics", "mel,sisdr", "--no-figures",
+        "--output-dir", str(tmp_path / "out"),
+    ])
+    assert code == 0
+    rows = json.loads((tmp_path / "out" / "rows.json").read_text())
+    assert [row["point"] for row in rows] == ["l=0.5", "l=2", "n=1", "n=4"]
+    assert "| speech |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_visqol_runs_on_the_clip_subset_in_the_category_mode(tmp_path):
+    for i in range(2):
+        sf.write(tmp_path / f"s{i}.wav", voiced(1.0, seed=i), SR)
+    result = run_sweep(_model(), folder_sources(tmp_path, category="speech"), levels=(1.0,), n_quantizers=(4,),
+                       metrics=["visqol"], visqol_max_clips=1, progress=False)
+    by_clip = {row["clip"]: row for row in result.rows if row["mode"] == "vbr"}
+    assert 1.0 <= by_clip["s0.wav"]["visqol"] <= 5.0 and by_clip["s0.wav"]["visqol_mode"] == "speech"
+    assert by_clip["s1.wav"]["visqol"] is None and by_clip["s1.wav"]["visqol_mode"] is None
+
+
+def test_max_clips_counts_readable_clips_per_category(tmp_path):
+    root = _write_corpus(tmp_path)  # music/broken.wav sorts before music/m0.flac
+    with pytest.warns(UserWarning, match="broken.wav"):
+        result = run_sweep(_model(), folder_sources(root), levels=(1.0,), n_quantizers=(1,), metrics=["l1"],
+                           max_clips=1, progress=False)
+    assert result.clips == ["music/m0.flac", "speech/s0.wav"] and result.n_clips == 2
+    with pytest.raises(ValueError, match="max_clips"):
+        run_sweep(_model(), folder_sources(root), max_clips=0, progress=False)
+
+
+@pytest.mark.slow  # two spawned workers import torch and transformers: ~10-50 s on shared cores
+def test_metric_workers_give_the_same_numbers(tmp_path):
+    sf.write(tmp_path / "s.wav", voiced(1.0), SR)
+    kwargs = dict(levels=(0.5, 2.0), n_quantizers=(1,), metrics=["sisdr", "pesq", "stoi"], progress=False)
+    serial = run_sweep(_model(), folder_sources(tmp_path, category="speech"), **kwargs)
+    parallel = run_sweep(_model(), folder_sources(tmp_path, category="speech"), metric_workers=2, **kwargs)
+    assert serial.rows == parallel.rows
+    assert list(serial.rows[0])[-3:] == ["sisdr", "pesq", "stoi"]  # metric columns in the asked order

@@ -1,0 +1,183 @@
+"""The trainer on a tiny config and a generated local audiofolder (offline, CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from vrvq_hf import VRVQModel
+from vrvq_hf.training.config import load_training_config
+from vrvq_hf.training.trainer import Trainer, complete_checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATE = 16000
+
+
+def _clip(kind: str, seconds: float, seed: int) -> np.ndarray:
+    """Speech-like bursts (harmonic, on/off at ~3 Hz) or music-like chords, both with silent gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    if kind == "speech":
+        f0 = 120 + 60 * rng.random()
+        voiced = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 8))
+        gate = (np.sin(2 * np.pi * (2.5 + rng.random()) * t) > 0.1).astype(float)
+    else:
+        voiced = sum(np.sin(2 * np.pi * f * t) for f in rng.choice([220, 277, 330, 440, 554], 3))
+        gate = ((t % 1.0) < 0.6).astype(float)
+    noise = 0.02 * rng.standard_normal(t.size)
+    return (0.2 * voiced * gate + noise * gate).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audiofolder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for category in ("speech", "music"):
+        for split, count in (("train", 6), ("validation", 2)):
+            folder = root / category / split
+            folder.mkdir(parents=True)
+            for i in range(count):
+                soundfile.write(folder / f"{category}_{split}_{i}.wav", _clip(category, 2.0, hash((category, split, i)) % 1000), RATE)
+    return root
+
+
+def _overrides(audiofolder, output_dir, **extra):
+    train = "[" + ", ".join(f"{{name: {c}, path: {audiofolder / c}, split: train}}" for c in ("speech", "music")) + "]"
+    values = {
+        "data.train": train,
+        "data.excerpt_seconds": "0.25",
+        "run.output_dir": str(output_dir),
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
+    config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{
+        "optim.max_steps": "300", "run.checkpoint_every": "1000", "run.log_every": "25",
+    }))
+    trainer = Trainer(config)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    probe = torch.from_numpy(np.concatenate([np.zeros(4000, np.float32), _clip("speech", 0.5, 7)[:4000] * 0 + 0.2 * np.sin(2 * np.pi * 200 * np.arange(4000) / RATE).astype(np.float32)]))[None, None]
+
+    def mel_at_full_rate() -> float:
+        model.eval()
+        with torch.no_grad():
+            value = trainer.mel_loss(model(probe).audio_values, probe).item()
+        model.train()
+        return value
+
+    before = mel_at_full_rate()
+    trainer.train()
+    after = mel_at_full_rate()
+    assert after < 0.8 * before, (before, after)
+    model.eval()
+    with torch.no_grad():
+        encoded = model.encode(probe, level=1.0)
+    counts = encoded.num_codebooks[0].float()
+    frames = counts.numel()
+    silent, loud = counts[: frames // 2 - 2].mean(), counts[frames // 2 + 2 :].mean()
+    assert silent < loud, (silent, loud)
+    exported = VRVQModel.from_pretrained(tmp_path / "export" / "final")
+    assert exported.config.use_weight_norm is False
+    state = json.loads((tmp_path / "export" / "final" / "training_state.json").read_text())
+    assert state["step"] == 300
+
+
+def test_config_errors_fail_before_the_first_step(audiofolder, tmp_path):
+    with pytest.raises(ValueError, match="config.optim.batchsize"):
+        load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.batchsize": "4"}))
+    with pytest.raises(ValueError, match="VRVQConfig.surrogate"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"model.surrogate": "relu"})))
+    with pytest.raises(ValueError, match="excerpt_seconds"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"data.excerpt_seconds": "0.0001"})))
+    with pytest.raises(ValueError, match="not a known corpus"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"data.train": "[{name: librispeech}]"})))
+    with pytest.raises(ValueError, match="divisible"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.batch_size": "3", "optim.gradient_accumulation_steps": "2"})))
+    with pytest.raises(ValueError, match="no config file"):
+        load_training_config("no_such_config")
+
+
+def test_packaged_variants_are_one_line_changes():
+    base = load_training_config("vrvq_a2")
+    assert base.model["surrogate_alpha"] == 2.0 and base.optim.batch_size == 32 and base.optim.max_steps == 300_000
+    assert len(base.data.train) == 6
+    assert (base.loss.mel, base.loss.feature_matching, base.loss.adversarial) == (15.0, 2.0, 1.0)
+    assert (base.optim.learning_rate, base.optim.betas, base.optim.lr_decay) == (1e-4, (0.8, 0.99), 0.999996)
+    assert (base.optim.grad_clip_generator, base.optim.grad_clip_discriminator) == (1000.0, 10.0)
+    assert load_training_config("vrvq_a8").model["surrogate_alpha"] == 8
+    assert load_training_config("vrvq_square").model["surrogate"] == "square"
+    cbr = load_training_config("cbr_dac")
+    assert cbr.model["use_importance_subnet"] is False and cbr.model["quantizer_dropout"] == 0.5
+
+
+def _run_train(args, env_extra=None, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_sigkill_then_resume_from_the_newest_complete_checkpoint(audiofolder, tmp_path):
+    sets = _overrides(audiofolder, tmp_path, **{"optim.max_steps": "400", "run.checkpoint_every": "5", "run.keep_checkpoints": "2"})
+    args = ["--config", "tiny_cpu", *[a for s in sets for a in ("--set", s)]]
+    process = _run_train(args)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = complete_checkpoints(str(tmp_path))
+        if found and int(found[-1].rsplit("-", 1)[1]) >= 15:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    found = complete_checkpoints(str(tmp_path))
+    assert found, "no complete checkpoint was written"
+    newest = int(found[-1].rsplit("-", 1)[1])
+    # leftovers of an interrupted write must never be taken for a checkpoint
+    (tmp_path / "checkpoints" / ".tmp-step-99999998").mkdir(exist_ok=True)
+    (tmp_path / "checkpoints" / "step-99999999").mkdir()
+    final_steps = newest + 7
+    resumed = _run_train([*args, "--set", f"optim.max_steps={final_steps}", "--resume"])
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resumed from {found[-1]} (step {newest})" in output
+    state = json.loads((tmp_path / "export" / "final" / "training_state.json").read_text())
+    assert state["step"] == final_steps
+    assert state["samples_seen"] == final_steps * 4
+    assert VRVQModel.from_pretrained(tmp_path / "export" / "final") is not None
+
+
+def test_two_processes_train_together_and_agree(audiofolder, tmp_path):
+    script = tmp_path / "two.py"
+    sets = _overrides(audiofolder, tmp_path / "run", **{"optim.max_steps": "2", "run.checkpoint_every": "1000"})
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.join(REPO, "src")!r})
+        from vrvq_hf.training.config import load_training_config
+        from vrvq_hf.training.trainer import Trainer
+        trainer = Trainer(load_training_config("tiny_cpu", {sets!r}))
+        acc = trainer.accelerator
+        model = acc.unwrap_model(trainer.model)
+        start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        trainer.train()
+        end = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save({{"start": start, "end": end, "world": acc.num_processes, "shard": trainer.stream.process_index}},
+                   {str(tmp_path)!r} + f"/rank{{acc.process_index}}.pt")
+    """))
+    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    result = subprocess.run(command, env={**os.environ, **env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2] and [r["shard"] for r in ranks] == [0, 1]
+    assert torch.equal(ranks[0]["start"], ranks[1]["start"])
+    assert torch.equal(ranks[0]["end"], ranks[1]["end"])  # gradients were averaged: the replicas agree
+    assert not torch.equal(ranks[0]["start"], ranks[0]["end"])  # and they did train
