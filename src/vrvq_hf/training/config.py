@@ -61,9 +61,15 @@ class OptimSection:
 
 @dataclass
 class LossSection:
+    """Weights of the trainer's terms; the model's commitment / codebook / rate weights are VRVQConfig fields."""
+
     mel: float = 15.0
     feature_matching: float = 2.0
     adversarial: float = 1.0
+    # Not in the paper: ramp the rate term linearly from 0 over this many steps (0 = off, the paper's recipe).
+    # From scratch on CPU the rate term drove the importance to ~0 within 100 steps, before extra codebooks
+    # could lower the mel loss; the ramp lets the codebooks become useful first.
+    rate_warmup_steps: int = 0
 
 
 @dataclass

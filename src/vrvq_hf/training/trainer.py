@@ -4,7 +4,8 @@ One optimisation step (SPEC section 5):
   1. the generator's training forward (random level per item, full-codebook share, straight-through mask);
   2. discriminator step on real vs reconstructed audio (least squares), gradient clipped at 10;
   3. generator step: 15 * multi-scale mel L1 + 2 * feature matching + 1 * adversarial
-     + the model's own commitment, codebook and rate terms; gradient clipped at 1000.
+     + the model's commitment, codebook and rate terms with the VRVQConfig weights (the rate term
+     optionally ramped in over `loss.rate_warmup_steps`); gradient clipped at 1000.
 Both use AdamW (lr 1e-4, betas 0.8/0.99) with an exponential decay per step.
 
 Checkpoints (`accelerator.save_state`: models, optimisers, schedulers, RNG, step and data position) are
@@ -262,7 +263,13 @@ class Trainer:
             logs["d"] = loss_d.item()
 
         mel = self.mel_loss(recon, audio)
-        loss_g = cfg.loss.mel * mel + out.loss
+        model_cfg = self.model_config
+        loss_g = (
+            cfg.loss.mel * mel
+            + model_cfg.commitment_loss_weight * out.commitment_loss
+            + model_cfg.codebook_loss_weight * out.codebook_loss
+            + model_cfg.rate_loss_weight * self._rate_ramp() * out.rate_loss
+        )
         if adversarial:
             critic = acc.unwrap_model(self.discriminator)
             critic.requires_grad_(False)  # the generator step must not touch the discriminator
@@ -290,6 +297,11 @@ class Trainer:
             codebooks=out.num_codebooks.float().mean().item(),
         )
         return logs
+
+    def _rate_ramp(self) -> float:
+        """Factor of the rate term: 1, or a linear ramp over `loss.rate_warmup_steps`."""
+        warmup = self.config.loss.rate_warmup_steps
+        return 1.0 if warmup <= 0 else min(1.0, self.progress.step / warmup)
 
     # ---------------------------------------------------------------------------------------- validation
     @torch.no_grad()
