@@ -301,6 +301,21 @@ def test_fold_weight_norm_keeps_outputs(tmp_path):
     assert torch.equal(_encode(reloaded, x, level=0.7).audio_codes, after.audio_codes)
 
 
+def test_folded_copy_matches_and_leaves_the_original_intact():
+    torch.manual_seed(2)
+    model = VRVQModel(tiny_config(initializer="scale_preserving")).eval()
+    x = speech_like(0.2)
+    with torch.no_grad():
+        before = model(x, level=0.7).audio_values
+        plain = model.folded_copy()
+        assert plain.config.use_weight_norm is False and model.config.use_weight_norm is True
+        assert not any("parametrizations" in k for k in plain.state_dict())
+        torch.testing.assert_close(plain(x, level=0.7).audio_values, before, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(x, level=0.7).audio_values, before, atol=0, rtol=0)  # still works
+    model.train()
+    model(x).loss.backward()  # and still trains
+
+
 # ---------------------------------------------------------------------------------- save / load / Auto
 def test_save_pretrained_round_trip_and_auto_classes(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path)

@@ -89,6 +89,9 @@ def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
     assert exported.config.use_weight_norm is False
     state = json.loads((tmp_path / "export" / "final" / "training_state.json").read_text())
     assert state["step"] == 300
+    assert trainer._rate_ramp() == 1.0  # the paper's recipe: no warm-up by default
+    trainer.config.loss.rate_warmup_steps = 1200
+    assert trainer._rate_ramp() == pytest.approx(0.25)
 
 
 def test_config_errors_fail_before_the_first_step(audiofolder, tmp_path):

@@ -3,6 +3,7 @@ to spend (Chae et al., "Variable Bitrate Residual Vector Quantization for Audio 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -195,6 +196,24 @@ class VRVQModel(VRVQPreTrainedModel):
                 parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
         self.config.use_weight_norm = False
         return self
+
+    def folded_copy(self) -> VRVQModel:
+        """A new model with plain (weight-norm folded) weights equal to this one's, in eval mode; this model
+        is left untouched. (Folding a `copy.deepcopy` instead would break this model: the parametrized
+        classes are shared between copies.)"""
+        config = copy.deepcopy(self.config)
+        config.use_weight_norm = False
+        plain = VRVQModel(config)
+        modules = dict(self.named_modules())
+        parameters = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, parameter in plain.named_parameters():
+                if name in parameters:
+                    parameter.copy_(parameters[name])
+            for name, module in plain.named_modules():
+                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+                    module.weight.copy_(modules[name].weight)  # the parametrized weight, computed
+        return plain.to(next(self.parameters()).device).eval()
 
     def apply_weight_norm(self) -> VRVQModel:
         """Weight-normalises every convolution (training form); inverse of `fold_weight_norm`."""

@@ -16,7 +16,6 @@ one. `export()` writes the generator alone (weight norm folded) with `save_pretr
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -370,8 +369,7 @@ class Trainer:
         """The generator alone, weight norm folded, as a `from_pretrained` folder (main process)."""
         acc = self.accelerator
         if acc.is_main_process:
-            model = copy.deepcopy(acc.unwrap_model(self.model)).to("cpu", torch.float32).eval()
-            model.fold_weight_norm()
+            model = acc.unwrap_model(self.model).folded_copy().to("cpu", torch.float32)
             model.save_pretrained(folder)
             self.feature_extractor.save_pretrained(folder)
             with open(os.path.join(folder, "training_state.json"), "w") as handle:

@@ -1,0 +1,74 @@
+"""The model shipped inside the package: loads offline, round-trips real speech, silence costs one codebook."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModel
+
+import vrvq_hf
+from vrvq_hf import DEFAULT_MODEL, VRVQFeatureExtractor, VRVQModel, load_default_model
+from vrvq_hf.audio_io import load_audio
+from vrvq_hf.spectral import mel_distance
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_default_model()
+
+
+@pytest.fixture(scope="module")
+def speech(model, tmp_path_factory):
+    """A short spoken sentence from espeak-ng (installed by scripts/setup.sh), with a pause in it."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    text = "The quick brown fox jumps over the lazy dog. [[_:_:_:_:_:_:_:_:]] Then it rests."
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return load_audio(path, sampling_rate=model.config.sampling_rate, downmix=True)
+
+
+def test_shipped_model_is_small_and_loads_through_the_public_api(model):
+    assert os.path.isfile(os.path.join(DEFAULT_MODEL, "model.safetensors"))
+    total = sum(os.path.getsize(os.path.join(DEFAULT_MODEL, f)) for f in os.listdir(DEFAULT_MODEL))
+    assert total < 25 * 2**20
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in os.listdir(DEFAULT_MODEL))
+    assert model.config.use_weight_norm is False and model.config.use_importance_subnet
+    auto = AutoModel.from_pretrained(DEFAULT_MODEL)
+    assert type(auto) is VRVQModel
+    fe = AutoFeatureExtractor.from_pretrained(DEFAULT_MODEL)
+    assert isinstance(fe, VRVQFeatureExtractor) and fe.sampling_rate == model.config.sampling_rate
+    assert vrvq_hf.VRVQModel.from_pretrained(vrvq_hf.DEFAULT_MODEL).config.to_dict() == model.config.to_dict()
+
+
+def test_real_speech_round_trip_is_sane(model, speech):
+    fe = VRVQFeatureExtractor.from_model_config(model.config)
+    inputs = fe(speech, sampling_rate=model.config.sampling_rate)
+    reference = inputs["input_values"][..., : len(speech)]
+    with torch.no_grad():
+        full = model(inputs["input_values"], inputs["padding_mask"]).audio_values[..., : len(speech)]
+        low = model(inputs["input_values"], inputs["padding_mask"], n_quantizers=1).audio_values[..., : len(speech)]
+    silence_distance = mel_distance(torch.zeros_like(reference), reference, model.config.sampling_rate).item()
+    full_distance = mel_distance(full, reference, model.config.sampling_rate).item()
+    one_codebook = mel_distance(low, reference, model.config.sampling_rate).item()
+    # regression guards, not quality claims (MODEL_CARD.md has the measured figures)
+    assert full_distance < 0.5 * silence_distance, (full_distance, silence_distance)
+    assert full_distance < one_codebook
+
+
+def test_silence_uses_one_codebook_at_every_level(model):
+    silence = torch.zeros(1, 1, model.config.sampling_rate)
+    for level in (0.1, 0.5, 1.0, 2.0, 4.0, 6.0):
+        with torch.no_grad():
+            counts = model.encode(silence, level=level).num_codebooks
+        assert (counts == 1).all(), (level, counts.float().mean())
+
+
+def test_levels_span_a_range_of_bitrates_on_speech(model, speech):
+    x = torch.from_numpy(np.asarray(speech, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        rates = [model.encode(x, level=lv).bitrate_kbps.item() for lv in (0.25, 1.0, 4.0)]
+    assert rates[0] < rates[1] < rates[2] <= model.config.max_kbps
