@@ -1,4 +1,5 @@
-"""The main job: encode a clip at several VBR levels, in CBR mode and at a target bitrate; decode; report.
+"""The main job: encode a clip at several VBR levels, in CBR mode and at a target bitrate, write each as a
+real .vrvq file, decode it from the file, and report counted kbps, file size and mel distance.
 
     python scripts/demo.py [--model PATH_OR_ID] [--input clip.wav] [--output-dir outputs/demo]
 
@@ -17,6 +18,7 @@ import torch
 
 from vrvq_hf import VRVQFeatureExtractor, VRVQModel
 from vrvq_hf.audio_io import load_audio
+from vrvq_hf.bitstream import HEADER_SIZE, model_fingerprint, read_file, write_file
 from vrvq_hf.spectral import mel_distance
 
 
@@ -75,17 +77,29 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("level", lv) for lv in (0.25, 0.5, 1.0, 2.0)] + [("n_quantizers", n) for n in (1, config.n_codebooks // 2, config.n_codebooks)]
     modes.append(("target_kbps", round((config.min_kbps + config.max_kbps) / 2, 2)))
     reference = inputs["input_values"][..., : len(audio)]
-    print(f"{'mode':<20} {'kbps':>7} {'codebooks/frame':>16} {'mel dist':>9}")
+    model_id = model_fingerprint(model.state_dict(), config.to_dict())
+    seconds = len(audio) / config.sampling_rate
+    print(f"{'mode':<20} {'kbps':>7} {'codebooks/frame':>16} {'file bytes':>11} {'file kbps':>10} {'mel dist':>9}")
     for name, value in modes:
         with torch.no_grad():
             encoded = model.encode(inputs["input_values"], inputs["padding_mask"], **{name: value})
-            decoded = model.decode(encoded.audio_codes, num_codebooks=encoded.num_codebooks,
-                                   padding_mask=encoded.padding_mask).audio_values
+        path = os.path.join(args.output_dir, f"{name}_{value}.vrvq")
+        size = write_file(
+            path, encoded.audio_codes[0], encoded.num_codebooks[0], sampling_rate=config.sampling_rate,
+            hop_length=config.hop_length, codebook_size=config.codebook_size, num_samples=len(audio), model_id=model_id,
+        )
+        stored = read_file(path, expected_model_id=model_id).model_inputs()  # decode from the file itself
+        with torch.no_grad():
+            decoded = model.decode(stored["audio_codes"], num_codebooks=stored["num_codebooks"]).audio_values[..., : len(audio)]
         mel = mel_distance(decoded, reference, config.sampling_rate).item()
         counts = encoded.num_codebooks.float().mean().item()
-        print(f"{name + '=' + str(value):<20} {encoded.bitrate_kbps.item():7.3f} {counts:16.2f} {mel:9.3f}")
+        payload_kbps = (size - HEADER_SIZE) * 8 / seconds / 1000
+        print(f"{name + '=' + str(value):<20} {encoded.bitrate_kbps.item():7.3f} {counts:16.2f} {size:11d} "
+              f"{payload_kbps:10.3f} {mel:9.3f}")
         _write_wav(os.path.join(args.output_dir, f"{name}_{value}.wav"), decoded[0, 0].numpy(), config.sampling_rate)
-    print(f"decoded audio written to {args.output_dir}/")
+    print(f"file kbps = (file size - {HEADER_SIZE}-byte header) x 8 / duration; it equals the counted kbps up to "
+          "the last byte's padding")
+    print(f".vrvq files and decoded audio written to {args.output_dir}/")
     return 0
 
 
