@@ -3,6 +3,9 @@ real .vrvq file, decode it from the file, and report counted kbps, file size and
 
     python scripts/demo.py [--model PATH_OR_ID] [--input clip.wav] [--output-dir outputs/demo]
 
+Without --input it speaks a sentence with a pause through espeak-ng (a generated tone clip where espeak-ng
+is missing).
+
 Uses the model shipped with the package (vrvq_hf.DEFAULT_MODEL) when there is one; otherwise it says so and
 uses a model converted from a randomly initialised DAC, whose audio is noise (the bit accounting is real).
 """
@@ -11,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -31,6 +37,19 @@ def demo_clip(sampling_rate: int, seconds: float = 4.0) -> np.ndarray:
     syllables = (np.sin(2 * np.pi * 2.5 * t) > 0) * (t % 2.0 < 1.4)
     rng = np.random.default_rng(0)
     return (0.25 * voiced * syllables + 0.01 * rng.standard_normal(t.size) * syllables).astype(np.float32)
+
+
+SPOKEN_TEXT = "Variable bitrate coding spends bits where the sound is. [[_:_:_:_:_:_:]] Silence costs almost nothing."
+
+
+def spoken_clip(sampling_rate: int) -> np.ndarray | None:
+    """A spoken sentence with a pause, from espeak-ng (scripts/setup.sh installs it); None without it."""
+    if shutil.which("espeak-ng") is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "speech.wav")
+        subprocess.run(["espeak-ng", "-w", path, SPOKEN_TEXT], check=True, capture_output=True)
+        return load_audio(path, sampling_rate=sampling_rate, downmix=True)
 
 
 def load_model(name: str | None) -> tuple[VRVQModel, str]:
@@ -66,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.input:
         audio = load_audio(args.input, sampling_rate=config.sampling_rate, downmix=True)
         print(f"input: {args.input} (resampled to {config.sampling_rate} Hz and down-mixed to mono)")
+    elif (audio := spoken_clip(config.sampling_rate)) is not None:
+        print(f"input: espeak-ng speaking {SPOKEN_TEXT!r} ({len(audio) / config.sampling_rate:.1f} s, with a pause)")
     else:
         audio = demo_clip(config.sampling_rate)
-        print("input: a generated 4 s speech-like clip with pauses")
+        print("input: a generated 4 s speech-like clip with pauses (espeak-ng is not installed)")
     inputs = fe(audio, sampling_rate=config.sampling_rate)
     print(f"model: {origin}; {config.sampling_rate} Hz, {config.n_codebooks} codebooks x {config.bits_per_code} bits, "
           f"{config.frame_rate:.2f} frames/s; full rate {config.max_kbps:.2f} kbps incl. "

@@ -72,3 +72,22 @@ def test_levels_span_a_range_of_bitrates_on_speech(model, speech):
     with torch.no_grad():
         rates = [model.encode(x, level=lv).bitrate_kbps.item() for lv in (0.25, 1.0, 4.0)]
     assert rates[0] < rates[1] < rates[2] <= model.config.max_kbps
+
+
+def test_shipped_remote_code_is_this_package_code():
+    """The code copied beside the weights (for trust_remote_code) must be the package's own: re-ship the
+    model with scripts/ship_model.py after changing the modelling code."""
+    package = os.path.dirname(vrvq_hf.__file__)
+    copies = [f for f in os.listdir(DEFAULT_MODEL) if f.endswith(".py")]
+    assert "modeling_vrvq.py" in copies and "configuration_vrvq.py" in copies
+    for name in copies:
+        with open(os.path.join(DEFAULT_MODEL, name)) as shipped, open(os.path.join(package, name)) as source:
+            assert shipped.read() == source.read(), f"{name} in the shipped model is stale"
+
+
+def test_silence_gate_is_on_and_sound_is_not_gated(model, speech):
+    assert model.config.silence_threshold_db == -60
+    x = torch.from_numpy(np.asarray(speech, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        encoded = model.encode(x, level=2.0)
+    assert (encoded.num_codebooks[0] > 1).float().mean() > 0.5  # most speech frames spend more than one

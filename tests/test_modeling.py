@@ -14,6 +14,7 @@ from vrvq_hf.importance import (
     bitrate_kbps,
     hard_codebook_mask,
     scaled_importance,
+    silent_frames,
     straight_through_mask,
     surrogate,
 )
@@ -111,6 +112,38 @@ def test_counts_are_monotone_in_level(tiny_model):
             assert (counts >= previous).all()
         previous = counts
     assert (previous == 4).all() or previous.float().mean() > 1
+
+
+def test_silence_gate_gives_one_codebook_and_leaves_sound_alone():
+    torch.manual_seed(0)
+    plain = VRVQModel(tiny_config()).eval()
+    gated = VRVQModel(tiny_config(silence_threshold_db=-60.0)).eval()
+    gated.load_state_dict(plain.state_dict())
+    hop = gated.config.hop_length  # 8 samples
+    sound = speech_like(0.05, seed=1)[..., : 20 * hop] + 0.3  # loud everywhere (offset keeps every frame on)
+    x = torch.cat([sound, torch.zeros(1, 1, 20 * hop), sound, 1e-4 * torch.randn(1, 1, 10 * hop)], dim=-1)
+    silent = silent_frames(x, hop, -60.0)[0]
+    # frame t is silent when frames t-1, t, t+1 are all below -60 dBFS (1e-4 RMS noise is -80 dBFS)
+    expected = torch.zeros(70, dtype=torch.bool)
+    expected[21:39] = True
+    expected[61:] = True
+    assert torch.equal(silent, expected)
+    for level in (0.5, 2.0, 6.0):
+        a, b = _encode(plain, x, level=level), _encode(gated, x, level=level)
+        assert (b.num_codebooks[0, silent] == 1).all() and (b.importance_map[0, silent] == 0).all()
+        assert torch.equal(a.num_codebooks[0, ~silent], b.num_codebooks[0, ~silent])
+        assert torch.equal(a.audio_codes[..., ~silent], b.audio_codes[..., ~silent])
+    assert _encode(plain, x, level=6.0).num_codebooks[0, silent].float().mean() > 1  # the gate made the difference
+    # the batch does not change a gated clip's codes: padding is silent but never makes a frame loud
+    fe = VRVQFeatureExtractor.from_model_config(gated.config)
+    clips = [x[0, 0, : 45 * hop].numpy(), x[0, 0].numpy()]
+    batch = fe(clips, sampling_rate=16000)
+    together = _encode(gated, batch["input_values"], padding_mask=batch["padding_mask"], level=2.0)
+    alone = _encode(gated, torch.from_numpy(clips[0])[None, None], level=2.0)
+    assert torch.equal(together.num_codebooks[0, :45], alone.num_codebooks[0])
+    for bad in (0.0, 3.0, float("nan"), "quiet"):
+        with pytest.raises(ValueError, match="silence_threshold_db"):
+            tiny_config(silence_threshold_db=bad)
 
 
 def test_hard_mask_edge_values():

@@ -184,3 +184,32 @@ def test_two_processes_train_together_and_agree(audiofolder, tmp_path):
     assert torch.equal(ranks[0]["start"], ranks[1]["start"])
     assert torch.equal(ranks[0]["end"], ranks[1]["end"])  # gradients were averaged: the replicas agree
     assert not torch.equal(ranks[0]["start"], ranks[0]["end"])  # and they did train
+
+
+def test_warm_start_with_a_fresh_importance_subnet_and_its_own_learning_rate(audiofolder, tmp_path):
+    first = Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "a", **{"optim.max_steps": "2"})))
+    first.train()
+    source = tmp_path / "a" / "export" / "final"
+    trained = VRVQModel.from_pretrained(source).state_dict()
+    config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "b", **{
+        "init_from": str(source), "init_reset": "[importance_subnet]",
+        "optim.lr_multipliers": "{importance_subnet: 0.25}", "optim.learning_rate": "0.001",
+    }))
+    second = Trainer(config)
+    model = second.accelerator.unwrap_model(second.model).folded_copy()
+    fresh = model.state_dict()
+    kept = [k for k in trained if not k.startswith("importance_subnet.")]
+    reset = [k for k in trained if k.startswith("importance_subnet.") and k.endswith("conv.weight")]
+    assert kept and reset
+    # weight norm is applied for training and folded here again: equal up to float rounding
+    assert all(torch.allclose(fresh[k], trained[k], rtol=1e-5, atol=1e-6) for k in kept)
+    assert all(not torch.allclose(fresh[k], trained[k], rtol=1e-2, atol=1e-3) for k in reset)
+    groups = second.opt_g.param_groups
+    subnet = {id(p) for p in second.accelerator.unwrap_model(second.model).importance_subnet.parameters()}
+    assert [g["lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(2.5e-4)]
+    assert {id(p) for p in groups[1]["params"]} == subnet and not subnet & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(second.model.parameters()))
+    with pytest.raises(ValueError, match="optim.lr_multipliers: unknown part 'vocoder'"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "c", **{"optim.lr_multipliers": "{vocoder: 2}"})))
+    with pytest.raises(ValueError, match="init_reset needs init_from"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "c", **{"init_reset": "[importance_subnet]"})))

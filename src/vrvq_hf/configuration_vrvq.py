@@ -43,6 +43,10 @@ class VRVQConfig(PreTrainedConfig):
         surrogate (`str`, defaults to `"logcosh"`): smooth stand-in for the hard mask in the backward pass:
             `"logcosh"` (the paper's), `"square"` (clamp(t, 0, 1)) or `"sigmoid"` (sigmoid(alpha t)).
         surrogate_alpha (`float`, defaults to 2.0): sharpness of the `"logcosh"` and `"sigmoid"` surrogates.
+        silence_threshold_db (`float`, *optional*, defaults to `None`): not in the paper. Frames whose input
+            RMS, over the frame and its two neighbours, is below this level in dBFS get importance 0, so one
+            codebook at every level (like a codec's discontinuous transmission). `None` (the paper's model):
+            the subnet alone decides.
 
     Training recipe (used by `forward` in training mode)
         level_min, level_max (`float`, defaults to 0.125 and 6.0): range of the per-sample random level.
@@ -71,6 +75,7 @@ class VRVQConfig(PreTrainedConfig):
     detach_importance_input: bool = False
     surrogate: str = "logcosh"
     surrogate_alpha: float = 2.0
+    silence_threshold_db: float | None = None
     level_min: float = 0.125
     level_max: float = 6.0
     level_distribution: str = "uniform"
@@ -117,6 +122,10 @@ class VRVQConfig(PreTrainedConfig):
             fail("surrogate", f"must be one of {SURROGATES}, got {self.surrogate!r}")
         if not self.surrogate_alpha > 0:
             fail("surrogate_alpha", f"must be > 0, got {self.surrogate_alpha}")
+        if self.silence_threshold_db is not None and not (
+            isinstance(self.silence_threshold_db, (int, float)) and -200 < self.silence_threshold_db < 0
+        ):
+            fail("silence_threshold_db", f"must be None or a level in dBFS in (-200, 0), got {self.silence_threshold_db!r}")
         if not 0 < self.level_min < self.level_max:
             fail("level_min", f"need 0 < level_min < level_max, got {self.level_min} and {self.level_max}")
         if self.level_distribution not in LEVEL_DISTRIBUTIONS:

@@ -33,6 +33,16 @@ class ImportanceSubnet(nn.Module):
         return mask_beyond(torch.sigmoid(hidden), frame_lengths).squeeze(1)
 
 
+def silent_frames(waveform: torch.Tensor, hop_length: int, threshold_db: float) -> torch.Tensor:
+    """Frames whose samples, and those of both neighbouring frames, have an RMS below `threshold_db` dBFS:
+    waveform (B, 1, F * hop_length) -> bool (B, F). Zero padding after an item never makes a frame loud,
+    so the answer for a clip does not depend on the batch it is in."""
+    batch = waveform.shape[0]
+    power = waveform.reshape(batch, -1, hop_length).pow(2).mean(dim=-1)  # (B, F) mean square per frame
+    loudest = nn.functional.max_pool1d(power[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
+    return loudest < 10.0 ** (threshold_db / 10.0)
+
+
 def log_cosh(values: torch.Tensor) -> torch.Tensor:
     """ln cosh(y) computed without overflow: |y| + log1p(exp(-2|y|)) - ln 2."""
     magnitude = values.abs()

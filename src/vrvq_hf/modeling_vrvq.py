@@ -22,6 +22,7 @@ from .importance import (
     level_for_bitrate,
     prefix_mask,
     scaled_importance,
+    silent_frames,
     straight_through_mask,
 )
 from .layers import INIT_GAIN_ATTR, Decoder, Encoder, Snake1d
@@ -261,7 +262,11 @@ class VRVQModel(VRVQPreTrainedModel):
             return None
         if self.config.detach_importance_input:
             features = features.detach()
-        return self.importance_subnet(features, frames.frame_lengths if frames.needs_mask else None)
+        importance = self.importance_subnet(features, frames.frame_lengths if frames.needs_mask else None)
+        threshold = self.config.silence_threshold_db
+        if threshold is not None:
+            importance = importance.masked_fill(silent_frames(frames.waveform, self.config.hop_length, threshold), 0.0)
+        return importance
 
     def select_num_codebooks(
         self,

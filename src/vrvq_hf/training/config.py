@@ -2,7 +2,8 @@
 
 Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's recipe), `cbr_dac` (the
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
-estimator), `tiny_cpu` (tests), `local_small` (the model shipped with the package).
+estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` (the two stages of the model shipped
+with the package).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+# Top-level modules of VRVQModel that `optim.lr_multipliers` and `init_reset` may name.
+GENERATOR_PARTS = ("encoder", "importance_subnet", "quantizer", "decoder")
 
 
 @dataclass
@@ -57,6 +60,9 @@ class OptimSection:
     grad_clip_discriminator: float = 10.0
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
+    # Not in the paper (one rate for all there): learning-rate factors for parts of the generator, by
+    # top-level module name (encoder, importance_subnet, quantizer, decoder), e.g. {importance_subnet: 0.3}.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +105,9 @@ class RunSection:
 class TrainingConfig:
     model: dict[str, Any] = field(default_factory=dict)  # VRVQConfig fields
     init_from: str | None = None  # a VRVQ model folder (e.g. converted from DAC) to start from
+    # with init_from: top-level modules to initialise afresh (e.g. [importance_subnet] to train a new subnet
+    # on a trained codec)
+    init_reset: list[str] = field(default_factory=list)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
@@ -204,6 +213,16 @@ def check_training_config(config: TrainingConfig) -> None:
         raise ValueError(f"optim.mixed_precision must be no, fp16 or bf16, got {optim.mixed_precision!r}")
     if not 0 < optim.lr_decay <= 1:
         raise ValueError(f"optim.lr_decay must be in (0, 1], got {optim.lr_decay}")
+    for name, factor in optim.lr_multipliers.items():
+        if name not in GENERATOR_PARTS:
+            raise ValueError(f"optim.lr_multipliers: unknown part {name!r}; expected one of {GENERATOR_PARTS}")
+        if not isinstance(factor, (int, float)) or not factor > 0:
+            raise ValueError(f"optim.lr_multipliers.{name} must be a number > 0, got {factor!r}")
+    for name in config.init_reset:
+        if name not in GENERATOR_PARTS:
+            raise ValueError(f"init_reset: unknown part {name!r}; expected some of {GENERATOR_PARTS}")
+    if config.init_reset and not config.init_from:
+        raise ValueError("init_reset needs init_from (a model to start from)")
     for name in ("log_every", "validate_every", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(getattr(run, name), int) or getattr(run, name) < 1:
             raise ValueError(f"run.{name} must be a positive int, got {getattr(run, name)!r}")

@@ -151,7 +151,7 @@ class Trainer:
         def adamw(params):
             return torch.optim.AdamW(params, lr=optim.learning_rate, betas=tuple(optim.betas))
 
-        opt_g = adamw(model.parameters())
+        opt_g = adamw(generator_parameter_groups(model, optim.learning_rate, optim.lr_multipliers))
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=optim.lr_decay)
         if discriminator is not None:
             opt_d = adamw(discriminator.parameters())
@@ -174,9 +174,14 @@ class Trainer:
     def _build_model(self) -> VRVQModel:
         cfg = self.config
         if cfg.init_from:
-            model = VRVQModel.from_pretrained(cfg.init_from, **cfg.model)
+            model = VRVQModel.from_pretrained(os.path.expanduser(cfg.init_from), **cfg.model)
             if not model.config.use_weight_norm:
                 model.apply_weight_norm()
+            for name in cfg.init_reset:
+                part = getattr(model, name)
+                if part is None:
+                    raise ValueError(f"init_reset: the model in {cfg.init_from} has no {name}")
+                part.apply(model._init_weights)
         else:
             model = VRVQModel(VRVQConfig(**cfg.model))
         return model.train()
@@ -375,6 +380,22 @@ class Trainer:
             with open(os.path.join(folder, "training_state.json"), "w") as handle:
                 json.dump({**self.progress.state_dict(), "training_config": self.config.to_dict()}, handle, indent=2)
         acc.wait_for_everyone()
+
+
+def generator_parameter_groups(
+    model: VRVQModel, learning_rate: float, multipliers: dict[str, float]
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: each top-level part named in `multipliers` at `learning_rate * factor`,
+    the rest at `learning_rate`."""
+    groups, claimed = [], set()
+    for name, factor in multipliers.items():
+        part = getattr(model, name)
+        params = [] if part is None else list(part.parameters())
+        claimed.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "lr": learning_rate * factor})
+    rest = [p for p in model.parameters() if id(p) not in claimed]
+    return [{"params": rest}, *groups]
 
 
 @torch.no_grad()
