@@ -18,6 +18,7 @@ from vrvq_hf import hub as hub_module
 from vrvq_hf.hub import (
     HubError,
     build_model_card,
+    card_figures,
     check_model_folder,
     prepare_model_folder,
     push_model,
@@ -261,6 +262,23 @@ def test_prepare_model_folder_copies_tables_and_refuses_a_used_staging(copy_of, 
         prepare_model_folder(folder, tmp_path / "stage", "me/x", card=card)
     with pytest.raises(HubError, match="model card not found"):
         prepare_model_folder(folder, tmp_path / "stage2", "me/x", card=tmp_path / "nope.md")
+
+
+def test_pictures_the_card_shows_travel_with_it(model_folder, tmp_path):
+    card = tmp_path / "card" / "MODEL_CARD.md"
+    (card.parent / "docs").mkdir(parents=True)
+    (card.parent / "docs" / "use.png").write_bytes(b"\x89PNG fake")
+    card.write_text("# Card\n\n![codebooks](docs/use.png)\n![logo](https://example.org/x.png)\n![again](./docs/use.png)\n")
+    assert card_figures(card) == ["docs/use.png"]
+    plan = prepare_model_folder(model_folder, tmp_path / "staging", "me/x", card=card)
+    assert (tmp_path / "staging" / "docs" / "use.png").read_bytes() == b"\x89PNG fake"
+    assert ("docs/use.png", 9) in plan.files
+    card.write_text("![missing](docs/nope.png)\n")
+    with pytest.raises(HubError, match="docs/nope.png"):
+        prepare_model_folder(model_folder, tmp_path / "staging2", "me/x", card=card)
+    card.write_text("![outside](../../etc/passwd)\n")
+    with pytest.raises(HubError, match="not a file under"):
+        card_figures(card)
 
 
 def test_model_card_keeps_its_own_front_matter_and_usage():

@@ -314,12 +314,34 @@ def prepare_model_folder(
         card_path.read_text(), repo_id, license=license, datasets=datasets, base_model=base_model
     )
     (target / "README.md").write_text(readme)
+    figures = card_figures(card_path)
+    for name in figures:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(card_path.parent / name, target / name)
     skipped = [
         (p.name, "not needed by from_pretrained" if p.name != "README.md" else "replaced by the model card")
         for p in sorted(source.iterdir())
         if p.name not in names and not p.name.startswith(".")
     ]
-    return UploadPlan(repo_id, "model", target, _files_with_sizes(target, [*names, "README.md"]), skipped)
+    return UploadPlan(repo_id, "model", target, _files_with_sizes(target, [*names, "README.md", *figures]), skipped)
+
+
+_IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def card_figures(card_path: str | os.PathLike) -> list[str]:
+    """Relative image paths that the card shows (``![...](docs/figures/x.png)``), so the upload carries them
+    and the card's pictures work on the Hub. Raises HubError for a picture that is not there."""
+    card_path = Path(card_path)
+    found = []
+    for link in _IMAGE_LINK.findall(card_path.read_text()):
+        if re.match(r"^[a-z]+://", link) or link.startswith("/"):
+            continue  # absolute URLs and paths are not ours to upload
+        path = (card_path.parent / link).resolve()
+        if not path.is_file() or card_path.parent.resolve() not in path.parents:
+            raise HubError(f"the model card shows {link!r}, which is not a file under {card_path.parent}")
+        found.append(Path(link).as_posix())
+    return list(dict.fromkeys(found))
 
 
 def check_space_folder(folder: str | os.PathLike) -> dict[str, Any]:
@@ -493,6 +515,7 @@ __all__ = [
     "check_model_folder",
     "check_space_folder",
     "human_size",
+    "card_figures",
     "prepare_model_folder",
     "prepare_space_folder",
     "push_model",
