@@ -91,3 +91,22 @@ def test_silence_gate_is_on_and_sound_is_not_gated(model, speech):
     with torch.no_grad():
         encoded = model.encode(x, level=2.0)
     assert (encoded.num_codebooks[0] > 1).float().mean() > 0.5  # most speech frames spend more than one
+
+
+def test_shipped_code_tables_code_real_speech_losslessly_in_fewer_bytes(model, speech):
+    from vrvq_hf.bitstream import decode_bitstream, encode_bitstream
+    from vrvq_hf.entropy import CodeTables
+
+    tables = CodeTables.load(DEFAULT_MODEL)
+    assert (tables.n_codebooks, tables.codebook_size) == (model.config.n_codebooks, model.config.codebook_size)
+    x = torch.from_numpy(np.asarray(speech, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        encoded = model.encode(x, level=1.0)
+    header = dict(sampling_rate=model.config.sampling_rate, hop_length=model.config.hop_length,
+                  codebook_size=model.config.codebook_size, num_samples=len(speech), model_id=None)
+    fixed = encode_bitstream(encoded.audio_codes[0], encoded.num_codebooks[0], **header)
+    coded = encode_bitstream(encoded.audio_codes[0], encoded.num_codebooks[0], entropy_tables=tables, **header)
+    assert len(coded) < len(fixed)
+    back = decode_bitstream(coded, entropy_tables=tables)
+    assert torch.equal(back.num_codebooks, encoded.num_codebooks[0])
+    assert torch.equal(back.audio_codes, encoded.audio_codes[0])
