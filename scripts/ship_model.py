@@ -18,9 +18,8 @@ import shutil
 import sys
 import tempfile
 
-import yaml
-
-from vrvq_hf import DEFAULT_MODEL, VRVQFeatureExtractor, VRVQModel
+from vrvq_hf import DEFAULT_MODEL, VRVQConfig, VRVQFeatureExtractor, VRVQModel
+from vrvq_hf.training.config import apply_override
 
 CARRIED_FILES = ("training_state.json", "code_tables.safetensors")
 
@@ -32,24 +31,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="VRVQConfig field to change (value in YAML), e.g. silence_threshold_db=-60")
     parser.add_argument("--target", default=DEFAULT_MODEL, help="destination folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        field, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes FIELD=VALUE, got {item!r}")
-        overrides[field] = yaml.safe_load(value)
     if not os.path.isfile(os.path.join(args.export, "config.json")):
         print(f"error: {args.export} holds no config.json (not a saved model)", file=sys.stderr)
         return 2
     try:
-        model = VRVQModel.from_pretrained(args.export, **overrides).eval()
-        unknown = [k for k in overrides if not hasattr(model.config, k)]
+        overrides: dict = {}
+        for item in args.overrides:
+            apply_override(overrides, item)
+        config, unknown = VRVQConfig.from_pretrained(args.export, return_unused_kwargs=True, **overrides)
         if unknown:
-            raise ValueError(f"not VRVQConfig fields: {unknown}")
-        model.config._check()  # from_pretrained sets overrides without validating them
-    except ValueError as error:
+            raise ValueError(f"--set: not VRVQConfig fields: {sorted(unknown)}")
+    except ValueError as error:  # a malformed --set, an unknown field or a value VRVQConfig refuses
         print(f"error: {error}", file=sys.stderr)
         return 2
+    model = VRVQModel.from_pretrained(args.export, config=config).eval()
     if model.config.use_weight_norm:
         model = model.folded_copy()
     staging = tempfile.mkdtemp(prefix=".ship-", dir=os.path.dirname(os.path.abspath(args.target)))

@@ -69,3 +69,12 @@ def test_invalid_values_raise_clear_errors(field, value, message):
 
 def test_cbr_baseline_accepts_quantizer_dropout():
     assert tiny_config(use_importance_subnet=False, quantizer_dropout=0.5).quantizer_dropout == 0.5
+
+
+def test_overrides_given_to_from_pretrained_are_checked_too(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    assert VRVQConfig.from_pretrained(tmp_path, silence_threshold_db=-60).silence_threshold_db == -60
+    with pytest.raises(ValueError, match="VRVQConfig.silence_threshold_db"):
+        VRVQConfig.from_pretrained(tmp_path, silence_threshold_db=5)
+    with pytest.raises(ValueError, match="VRVQConfig.level_min"):
+        VRVQConfig.from_pretrained(tmp_path, level_min=7.0)

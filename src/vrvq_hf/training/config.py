@@ -157,7 +157,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `section.key=value` (value read as YAML) in the nested dict `raw`."""
     if "=" not in override:
         raise ValueError(f"override {override!r} must look like section.key=value (e.g. optim.batch_size=8)")
     dotted, text = override.split("=", 1)
@@ -197,7 +198,7 @@ def load_training_config(name_or_path: str, overrides: list[str] | tuple[str, ..
     """Reads a config (file or packaged name), applies `section.key=value` overrides, and checks it."""
     raw = _read_yaml(name_or_path)
     for override in overrides:
-        _apply_override(raw, override)
+        apply_override(raw, override)
     config = _build(TrainingConfig, raw, "config")
     check_training_config(config)
     return config

@@ -143,6 +143,14 @@ class VRVQConfig(PreTrainedConfig):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0, got {getattr(self, name)}")
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As transformers' `from_dict`, which sets keyword overrides (e.g. from `from_pretrained(path,
+        silence_threshold_db=-60)`) after construction; they are checked here like constructor values."""
+        result = super().from_dict(config_dict, **kwargs)
+        (result[0] if isinstance(result, tuple) else result)._check()
+        return result
+
     @property
     def upsampling_ratios(self) -> list[int]:
         """Decoder strides: the encoder's, reversed."""
