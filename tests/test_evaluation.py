@@ -15,11 +15,13 @@ from vrvq_hf import VRVQModel
 from vrvq_hf.evaluation import bd_quality, bd_rate, metrics
 from vrvq_hf.evaluation.sweep import (
     SamplingRateMismatchError,
+    SweepResult,
     dataset_sources,
     folder_sources,
     run_evaluation,
     run_sweep,
     summarize,
+    summary_markdown,
 )
 
 from .conftest import tiny_config
@@ -432,3 +434,24 @@ def test_metric_workers_give_the_same_numbers(tmp_path):
     parallel = run_sweep(_model(), folder_sources(tmp_path, category="speech"), metric_workers=2, **kwargs)
     assert serial.rows == parallel.rows
     assert list(serial.rows[0])[-3:] == ["sisdr", "pesq", "stoi"]  # metric columns in the asked order
+
+
+def test_bd_rate_flags_a_curve_whose_quality_falls_as_the_rate_rises():
+    # CBR mel gets worse from 3 to 4 codebooks (as a weakly trained model's can); VBR is monotone.
+    def row(mode, point, kbps, payload, mel, level=None, n=None):
+        return {"clip": "a", "category": "speech", "mode": mode, "point": point, "level": level,
+                "n_quantizers": n, "kbps": kbps, "payload_kbps": payload, "side_info_kbps": kbps - payload,
+                "mean_codebooks": payload / 0.75, "mel": mel}
+
+    rows = [row("vbr", f"l={lv:g}", k, k - 0.225, m, level=lv) for lv, k, m in ((0.5, 1.1, 2.5), (1.0, 1.6, 2.3), (2.0, 2.3, 2.2))]
+    rows += [row("cbr", f"n={n}", 0.75 * n + 0.225, 0.75 * n, m, n=n) for n, m in ((1, 2.7), (2, 2.4), (3, 2.25), (4, 2.3))]
+    result = SweepResult(rows=rows, n_clips=1, metrics=("mel",), levels=(0.5, 1.0, 2.0), n_quantizers=(1, 2, 3, 4))
+    summary = summarize(result)
+    (entry,) = summary["bd_rate"]
+    assert entry["bd_rate_percent"] is not None and entry["non_monotone"] == ["cbr"]
+    markdown = summary_markdown(summary, result)
+    assert "% †" in markdown and "speech/mel (CBR)" in markdown
+
+    rows[-1]["mel"] = 2.2  # now monotone: no mark
+    summary = summarize(result)
+    assert summary["bd_rate"][0]["non_monotone"] == [] and "†" not in summary_markdown(summary, result)

@@ -495,9 +495,16 @@ def _bd_entry(points: list[dict[str, Any]], metric: str, method: str) -> dict[st
                 [r for r, _ in curves["vbr"]], [q for _, q in curves["vbr"]],
                 higher_is_better=METRICS[metric].higher_is_better, method=method,
             )
-        return {"bd_rate_percent": value, "error": None}
+        sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+        non_monotone = [mode for mode, curve in curves.items() if _falls_somewhere([sign * q for _, q in curve])]
+        return {"bd_rate_percent": value, "error": None, "non_monotone": non_monotone}
     except ValueError as error:
-        return {"bd_rate_percent": None, "error": str(error)}
+        return {"bd_rate_percent": None, "error": str(error), "non_monotone": []}
+
+
+def _falls_somewhere(quality_by_rate: list[float]) -> bool:
+    """True when quality (higher is better, points sorted by rate) gets worse somewhere as rate rises."""
+    return bool((np.diff(np.asarray(quality_by_rate, dtype=np.float64)) < 0).any())
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -590,8 +597,18 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         cells = []
         for metric in metrics:
             value = entries[metric]["bd_rate_percent"]
-            cells.append("n/a" if value is None else f"{value:+.1f}%")
+            mark = " †" if entries[metric].get("non_monotone") else ""
+            cells.append("n/a" if value is None else f"{value:+.1f}%{mark}")
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    bent = [e for e in summary["bd_rate"] if e.get("non_monotone")]
+    if bent:
+        lines += [
+            "",
+            "†: quality gets worse somewhere as the bitrate rises on the "
+            + "; ".join(f"{e['category']}/{e['metric']} ({' and '.join(m.upper() for m in e['non_monotone'])})"
+                        for e in bent)
+            + " curve; the figure still averages over the shared range, but read it with care.",
+        ]
     failures = [e for e in summary["bd_rate"] if e["error"]]
     if failures:
         lines += ["", "n/a: " + "; ".join(f"{e['category']}/{e['metric']}: {e['error']}" for e in failures[:8])]
