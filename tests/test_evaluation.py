@@ -455,3 +455,44 @@ def test_bd_rate_flags_a_curve_whose_quality_falls_as_the_rate_rises():
     rows[-1]["mel"] = 2.2  # now monotone: no mark
     summary = summarize(result)
     assert summary["bd_rate"][0]["non_monotone"] == [] and "†" not in summary_markdown(summary, result)
+
+
+def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
+    from vrvq_hf.bitstream import HEADER_SIZE
+    from vrvq_hf.cli import main as vrvq_main
+    from vrvq_hf.entropy import estimate_tables
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    torch.manual_seed(0)
+    model = VRVQModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "data").mkdir()
+    sf.write(tmp_path / "data" / "clip.wav", voiced(1.0), SR)
+    arguments = [
+        "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
+        "--levels", "0.5,2", "--cbr", "1,4", "--metrics", "mel", "--no-figures", "--entropy",
+        "--output-dir", str(tmp_path / "out"),
+    ]
+    with pytest.raises(ValueError, match="no code_tables.safetensors"):
+        cli.main(arguments)
+
+    training_audio = torch.from_numpy(voiced(2.0, seed=3)).float().view(1, 1, -1)
+    with torch.no_grad():
+        encoded = [model.encode(training_audio, level=level) for level in (0.5, 1.0, 2.0, 4.0)]
+    estimate_tables([(e.audio_codes, e.num_codebooks) for e in encoded],
+                    codebook_size=model.config.codebook_size).save(tmp_path / "model")
+    assert cli.main(arguments) == 0
+    rows = {row["point"]: row for row in json.loads((tmp_path / "out" / "rows.json").read_text())}
+    for row in rows.values():  # never above the fixed-length file (plus its last byte's padding)
+        assert 0 < row["coded_kbps"] <= row["kbps"] + 8 / 1000 / row["seconds"] + 1e-9
+    # coded_kbps is the payload of the very file `vrvq encode --entropy` writes at that point.
+    assert vrvq_main(["encode", str(tmp_path / "data" / "clip.wav"), str(tmp_path / "clip.vrvq"), "--model",
+                      str(tmp_path / "model"), "--level", "2", "--entropy"]) == 0
+    payload_bits = ((tmp_path / "clip.vrvq").stat().st_size - HEADER_SIZE) * 8
+    assert rows["l=2"]["coded_kbps"] == pytest.approx(payload_bits / rows["l=2"]["seconds"] / 1000)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [e["metric"] for e in summary["bd_rate_coded"]] == ["mel"]
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert "### With entropy coding" in markdown and "coded kbps" in markdown

@@ -197,23 +197,6 @@ def _load_model(source: str) -> _Loaded:
     return _Loaded(model.eval(), source)
 
 
-def _find_tables(source: str):
-    """The model's `CodeTables` (code_tables.safetensors in its folder or hub repo), or None."""
-    from .entropy import TABLES_FILENAME, CodeTables
-
-    path = Path(os.path.expanduser(source))
-    if path.is_dir():
-        return CodeTables.load(path) if (path / TABLES_FILENAME).is_file() else None
-    if path.is_file():
-        return CodeTables.load(path)
-    try:  # a hub id
-        from huggingface_hub import hf_hub_download
-
-        return CodeTables.load(hf_hub_download(source, TABLES_FILENAME))
-    except Exception:  # no such file, offline, ...: no tables
-        return None
-
-
 def _read_audio(path: str, config: Any, args: argparse.Namespace) -> np.ndarray:
     """Mono float32 (samples,) at the model's rate, with a note when down-mixed or resampled."""
     from .audio_io import AudioLoadError, read_audio, resample
@@ -339,7 +322,9 @@ def cmd_encode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     config = loaded.model.config
     tables = None
     if args.entropy:
-        tables = _find_tables(source)
+        from .entropy import find_code_tables
+
+        tables = find_code_tables(source)
         if tables is None:
             raise CLIError(
                 f"--entropy needs code tables, but {source} has no code_tables.safetensors; create them with "
@@ -385,7 +370,9 @@ def cmd_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         )
     tables = None
     if header.flags & FLAG_ENTROPY_CODED:
-        tables = _find_tables(source)
+        from .entropy import find_code_tables
+
+        tables = find_code_tables(source)
         if tables is None:
             raise BitstreamError(f"{args.input} is entropy coded, but {source} has no code_tables.safetensors")
     stream = decode_bitstream(data, expected_model_id=loaded.fingerprint, entropy_tables=tables)

@@ -183,6 +183,21 @@ def estimate_tables(
     return tables
 
 
+def find_code_tables(source: str | os.PathLike) -> CodeTables | None:
+    """The `CodeTables` of a model: `code_tables.safetensors` in its folder (or that file itself, or in its
+    hub repo when online); None when the model has none."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        return CodeTables.load(path) if (path / TABLES_FILENAME).is_file() else None
+    if path.is_file():
+        return CodeTables.load(path)
+    try:  # a hub id
+        from huggingface_hub import hf_hub_download
+
+        return CodeTables.load(hf_hub_download(str(source), TABLES_FILENAME))
+    except Exception:  # no such file, offline, ...: no tables
+        return None
+
 def max_frames(payload_bytes: int, tables: CodeTables) -> int:
     """Generous bound on the frames a payload of this size can hold under these tables.
 
@@ -267,5 +282,6 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "estimate_tables",
+    "find_code_tables",
     "max_frames",
 ]

@@ -278,9 +278,10 @@ def _check_settings(model: Any, levels: Sequence[float], n_quantizers: Sequence[
 
 @torch.inference_mode()
 def _code_and_decode(
-    model: Any, audio: torch.Tensor, level: float | None, n_quantizers: int | None
+    model: Any, audio: torch.Tensor, level: float | None, n_quantizers: int | None, entropy_tables: Any = None
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Encodes (1, 1, T) audio at one operating point, decodes it -> (decoded (T,), rate fields)."""
+    """Encodes (1, 1, T) audio at one operating point, decodes it -> (decoded (T,), rate fields). With
+    `entropy_tables`, `coded_kbps` is the payload of the real `.vrvq` file (header excluded) over the clip."""
     config = model.config
     if level is not None:
         encoded = model.encode(audio, level=level)
@@ -300,7 +301,24 @@ def _code_and_decode(
         "side_info_kbps": kbps - payload,
         "mean_codebooks": mean_codebooks,
     }
+    if entropy_tables is not None:
+        rates["coded_kbps"] = _coded_kbps(model, encoded, audio.shape[-1], entropy_tables)
     return decoded[0, 0, : audio.shape[-1]].double().cpu().numpy(), rates
+
+
+def _coded_kbps(model: Any, encoded: Any, num_samples: int, tables: Any) -> float:
+    """kbps of the payload of the `.vrvq` file the CLI would write (entropy coded where that is smaller)."""
+    from ..bitstream import HEADER_SIZE, encode_bitstream
+
+    config = model.config
+    counts = encoded.num_codebooks[0]
+    valid = counts > 0
+    data = encode_bitstream(
+        encoded.audio_codes[0][:, valid], counts[valid], sampling_rate=config.sampling_rate,
+        hop_length=config.hop_length, codebook_size=config.codebook_size, num_samples=num_samples,
+        model_id=None, entropy_tables=tables,
+    )
+    return (len(data) - HEADER_SIZE) * 8 / (num_samples / config.sampling_rate) / 1000.0
 
 
 def run_sweep(
@@ -315,6 +333,7 @@ def run_sweep(
     visqol_max_clips: int | None = None,
     speech_categories: Iterable[str] | None = None,
     metric_workers: int = 1,
+    entropy_tables: Any = None,
     progress: bool = True,
 ) -> SweepResult:
     """Sweeps VBR ``levels`` and CBR ``n_quantizers`` (default 1..Nq) over the clips.
@@ -326,6 +345,8 @@ def run_sweep(
         10 s clip); None: all.
     metric_workers: processes computing ViSQOL / PESQ / STOI in parallel (1: in this process). ViSQOL is
         single-threaded, so on a many-core machine this is the main speed-up.
+    entropy_tables: the model's :class:`~vrvq_hf.entropy.CodeTables`; rows then carry `coded_kbps`, the
+        payload of the entropy-coded `.vrvq` file, and the summary a second BD-rate at those sizes.
     Unreadable clips are skipped with a warning and listed in ``result.skipped``. No clips, or a clip rate
     other than the model's without ``resample``, raise ``ValueError``.
     """
@@ -375,7 +396,7 @@ def run_sweep(
                 if (speech or not METRICS[m].speech_only)
                 and (m != "visqol" or visqol_max_clips is None or done < visqol_max_clips)
             ]
-            rows += _evaluate_clip(model, clip, points, metrics, clip_metrics, speech, pool)
+            rows += _evaluate_clip(model, clip, points, metrics, clip_metrics, speech, pool, entropy_tables)
             evaluated[clip.category] = done + 1
             names.append(clip.name)
             bar.update(1)
@@ -407,6 +428,7 @@ def _evaluate_clip(
     clip_metrics: list[str],
     speech: bool,
     pool: Any,
+    entropy_tables: Any = None,
 ) -> list[dict[str, Any]]:
     """Rows of one clip: every operating point coded, decoded and measured."""
     device = next(model.parameters()).device
@@ -416,7 +438,7 @@ def _evaluate_clip(
     remote = [m for m in clip_metrics if m not in local]
     rows, pending = [], []
     for mode, level, n in points:
-        decoded, rates = _code_and_decode(model, audio, level, n)
+        decoded, rates = _code_and_decode(model, audio, level, n, entropy_tables)
         row: dict[str, Any] = {
             "clip": clip.name,
             "category": clip.category,
@@ -451,14 +473,18 @@ def _nanmean(values: list[Any]) -> tuple[float | None, int]:
 def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     """Per category (plus "all" when there are several) and operating point: mean rate fields and
     metrics (NaN-skipping, with clip counts), and the BD-rate of VBR (total kbps) against CBR (payload
-    kbps) per category and metric, in percent (negative: VBR saves bits)."""
+    kbps) per category and metric, in percent (negative: VBR saves bits). Rows with `coded_kbps` (a sweep
+    given code tables) add `bd_rate_coded`: both modes at the size of their entropy-coded files."""
     categories = sorted({row["category"] for row in result.rows})
     groups = {c: [row for row in result.rows if row["category"] == c] for c in categories}
     if len(categories) > 1:
         groups["all"] = list(result.rows)
     visqol_modes = {row.get("visqol_mode") for row in result.rows} - {None}
+    coded = all("coded_kbps" in row for row in result.rows)
+    rate_fields = ("kbps", "payload_kbps", "side_info_kbps", *(("coded_kbps",) if coded else ()), "mean_codebooks")
     points: list[dict[str, Any]] = []
     bd: list[dict[str, Any]] = []
+    bd_coded: list[dict[str, Any]] = []
     for category, rows in groups.items():
         category_points = []
         for mode, level, n in _points(result.levels, result.n_quantizers):
@@ -468,7 +494,7 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
                 "category": category, "mode": mode, "point": key, "level": level, "n_quantizers": n,
                 "clips": len(selected),
             }
-            for name in ("kbps", "payload_kbps", "side_info_kbps", "mean_codebooks", *result.metrics):
+            for name in (*rate_fields, *result.metrics):
                 if name == "visqol" and category == "all" and len(visqol_modes) > 1:
                     entry[name], count = None, 0  # speech- and audio-mode scores are not on one scale
                 else:
@@ -479,12 +505,21 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
         points += category_points
         for metric in result.metrics:
             bd.append({"category": category, "metric": metric, **_bd_entry(category_points, metric, bd_method)})
-    return {"points": points, "bd_rate": bd, "bd_method": bd_method}
+            if coded:
+                entry = _bd_entry(category_points, metric, bd_method, ("coded_kbps", "coded_kbps"))
+                bd_coded.append({"category": category, "metric": metric, **entry})
+    summary = {"points": points, "bd_rate": bd, "bd_method": bd_method}
+    if coded:
+        summary["bd_rate_coded"] = bd_coded
+    return summary
 
 
-def _bd_entry(points: list[dict[str, Any]], metric: str, method: str) -> dict[str, Any]:
+def _bd_entry(
+    points: list[dict[str, Any]], metric: str, method: str, rate_keys: tuple[str, str] = ("kbps", "payload_kbps")
+) -> dict[str, Any]:
+    """BD-rate of VBR against CBR for one metric; rate_keys: the rate field of the VBR and of the CBR points."""
     curves = {}
-    for mode, rate_key in (("vbr", "kbps"), ("cbr", "payload_kbps")):
+    for mode, rate_key in zip(("vbr", "cbr"), rate_keys):
         pairs = {(p[rate_key], p[metric]) for p in points if p["mode"] == mode and p[metric] is not None}
         curves[mode] = sorted(pairs)
     try:
@@ -568,17 +603,26 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         "A metric computed on a subset of clips (e.g. ViSQOL) is averaged over that subset.",
         "",
     ]
+    coded = "bd_rate_coded" in summary
+    if coded:
+        lines += [
+            "`coded kbps` is the payload of the real `.vrvq` file with the model's code tables (entropy coded "
+            "codes and counts; the 64-byte header left out).",
+            "",
+        ]
     categories = list(dict.fromkeys(p["category"] for p in summary["points"]))
     for category in categories:
         lines += [f"## {category}", ""]
-        header = ["mode", "point", "clips", "kbps", "payload kbps", "codebooks/frame", *metrics]
+        header = ["mode", "point", "clips", "kbps", "payload kbps", *(["coded kbps"] if coded else []),
+                  "codebooks/frame", *metrics]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for p in summary["points"]:
             if p["category"] != category:
                 continue
             cells = [p["mode"].upper(), p["point"], str(p["clips"]), _cell(p["kbps"]), _cell(p["payload_kbps"]),
-                     _cell(p["mean_codebooks"], 2), *(_cell(p[m]) for m in metrics)]
+                     *([_cell(p["coded_kbps"])] if coded else []), _cell(p["mean_codebooks"], 2),
+                     *(_cell(p[m]) for m in metrics)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -589,18 +633,34 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         "(side information included), CBR at its payload bitrate (a fixed-rate codec sends no side "
         "information), so the figure charges VBR for every bit it sends.",
         "",
-        "| category | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        *_bd_table(summary["bd_rate"], categories, metrics),
     ]
+    if coded:
+        lines += [
+            "",
+            "### With entropy coding",
+            "",
+            "The same comparison with both modes at the size of their entropy-coded files (coded kbps).",
+            "",
+            *_bd_table(summary["bd_rate_coded"], categories, metrics),
+        ]
+    if result.skipped:
+        lines += ["", "Skipped clips: " + "; ".join(f"{name} ({reason[:80]})" for name, reason in result.skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def _bd_table(entries: list[dict[str, Any]], categories: list[str], metrics: list[str]) -> list[str]:
+    """Markdown lines: one BD-rate row per category, then notes on non-monotone curves and failures."""
+    lines = ["| category | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for category in categories:
-        entries = {e["metric"]: e for e in summary["bd_rate"] if e["category"] == category}
+        by_metric = {e["metric"]: e for e in entries if e["category"] == category}
         cells = []
         for metric in metrics:
-            value = entries[metric]["bd_rate_percent"]
-            mark = " †" if entries[metric].get("non_monotone") else ""
+            value = by_metric[metric]["bd_rate_percent"]
+            mark = " †" if by_metric[metric].get("non_monotone") else ""
             cells.append("n/a" if value is None else f"{value:+.1f}%{mark}")
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
-    bent = [e for e in summary["bd_rate"] if e.get("non_monotone")]
+    bent = [e for e in entries if e.get("non_monotone")]
     if bent:
         lines += [
             "",
@@ -609,12 +669,10 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
                         for e in bent)
             + " curve; the figure still averages over the shared range, but read it with care.",
         ]
-    failures = [e for e in summary["bd_rate"] if e["error"]]
+    failures = [e for e in entries if e["error"]]
     if failures:
         lines += ["", "n/a: " + "; ".join(f"{e['category']}/{e['metric']}: {e['error']}" for e in failures[:8])]
-    if result.skipped:
-        lines += ["", "Skipped clips: " + "; ".join(f"{name} ({reason[:80]})" for name, reason in result.skipped)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def run_evaluation(
