@@ -494,5 +494,7 @@ def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
     assert rows["l=2"]["coded_kbps"] == pytest.approx(payload_bits / rows["l=2"]["seconds"] / 1000)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [e["metric"] for e in summary["bd_rate_coded"]] == ["mel"]
+    for row in rows.values():  # the codes alone never cost more than codes and counts together
+        assert 0 < row["coded_codes_kbps"] <= row["coded_kbps"] + 1e-9
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert "### With entropy coding" in markdown and "coded kbps" in markdown

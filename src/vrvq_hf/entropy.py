@@ -125,15 +125,21 @@ class CodeTables:
 
     def information_bits(self, audio_codes: Any, num_codebooks: Any) -> float:
         """Ideal code length (-log2 probability, in bits) of one item's codes (Nq, F), counts (F,)."""
-        codes, counts = _as_numpy(audio_codes).astype(np.int64), _as_numpy(num_codebooks).astype(np.int64)
+        return self.count_information_bits(num_codebooks) + self.code_information_bits(audio_codes, num_codebooks)
+
+    def count_information_bits(self, num_codebooks: Any) -> float:
+        """Ideal code length in bits of the count stream (F,) alone: the side information."""
+        counts = _as_numpy(num_codebooks).astype(np.int64)
+        if self.n_codebooks == 1:
+            return 0.0
         previous = np.concatenate([[0], counts[:-1]])
-        bits = (
-            -np.log2(self.count_probabilities()[previous, counts - 1]).sum() if self.n_codebooks > 1 else 0.0
-        )
+        return float(-np.log2(self.count_probabilities()[previous, counts - 1]).sum())
+
+    def code_information_bits(self, audio_codes: Any, num_codebooks: Any) -> float:
+        """Ideal code length in bits of the transmitted codes (Nq, F) alone, given the counts (F,)."""
+        codes, counts = _as_numpy(audio_codes).astype(np.int64), _as_numpy(num_codebooks).astype(np.int64)
         log_p = np.log2(self.code_probabilities())
-        for k in range(self.n_codebooks):
-            bits -= log_p[k, codes[k, counts > k]].sum()
-        return float(bits)
+        return float(-sum(log_p[k, codes[k, counts > k]].sum() for k in range(self.n_codebooks)))
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `code_tables.safetensors` into `directory` (created if needed); returns its path."""

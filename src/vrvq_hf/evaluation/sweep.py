@@ -302,23 +302,29 @@ def _code_and_decode(
         "mean_codebooks": mean_codebooks,
     }
     if entropy_tables is not None:
-        rates["coded_kbps"] = _coded_kbps(model, encoded, audio.shape[-1], entropy_tables)
+        rates.update(_coded_rates(model, encoded, audio.shape[-1], entropy_tables))
     return decoded[0, 0, : audio.shape[-1]].double().cpu().numpy(), rates
 
 
-def _coded_kbps(model: Any, encoded: Any, num_samples: int, tables: Any) -> float:
-    """kbps of the payload of the `.vrvq` file the CLI would write (entropy coded where that is smaller)."""
+def _coded_rates(model: Any, encoded: Any, num_samples: int, tables: Any) -> dict[str, float]:
+    """`coded_kbps`: the payload of the `.vrvq` file the CLI would write (entropy coded where that is
+    smaller; header left out); `coded_codes_kbps`: the ideal code length of the codes alone, without the
+    count stream (what a constant-bitrate codec, which sends no counts, would need)."""
     from ..bitstream import HEADER_SIZE, encode_bitstream
 
     config = model.config
     counts = encoded.num_codebooks[0]
     valid = counts > 0
+    codes, counts = encoded.audio_codes[0][:, valid], counts[valid]
     data = encode_bitstream(
-        encoded.audio_codes[0][:, valid], counts[valid], sampling_rate=config.sampling_rate,
-        hop_length=config.hop_length, codebook_size=config.codebook_size, num_samples=num_samples,
-        model_id=None, entropy_tables=tables,
+        codes, counts, sampling_rate=config.sampling_rate, hop_length=config.hop_length,
+        codebook_size=config.codebook_size, num_samples=num_samples, model_id=None, entropy_tables=tables,
     )
-    return (len(data) - HEADER_SIZE) * 8 / (num_samples / config.sampling_rate) / 1000.0
+    seconds = num_samples / config.sampling_rate
+    return {
+        "coded_kbps": (len(data) - HEADER_SIZE) * 8 / seconds / 1000.0,
+        "coded_codes_kbps": tables.code_information_bits(codes, counts) / seconds / 1000.0,
+    }
 
 
 def run_sweep(
@@ -474,14 +480,16 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     """Per category (plus "all" when there are several) and operating point: mean rate fields and
     metrics (NaN-skipping, with clip counts), and the BD-rate of VBR (total kbps) against CBR (payload
     kbps) per category and metric, in percent (negative: VBR saves bits). Rows with `coded_kbps` (a sweep
-    given code tables) add `bd_rate_coded`: both modes at the size of their entropy-coded files."""
+    given code tables) add `bd_rate_coded`: VBR at the size of its entropy-coded file, CBR at the ideal
+    entropy-coded size of its codes alone."""
     categories = sorted({row["category"] for row in result.rows})
     groups = {c: [row for row in result.rows if row["category"] == c] for c in categories}
     if len(categories) > 1:
         groups["all"] = list(result.rows)
     visqol_modes = {row.get("visqol_mode") for row in result.rows} - {None}
     coded = all("coded_kbps" in row for row in result.rows)
-    rate_fields = ("kbps", "payload_kbps", "side_info_kbps", *(("coded_kbps",) if coded else ()), "mean_codebooks")
+    coded_fields = ("coded_kbps", "coded_codes_kbps") if coded else ()
+    rate_fields = ("kbps", "payload_kbps", "side_info_kbps", *coded_fields, "mean_codebooks")
     points: list[dict[str, Any]] = []
     bd: list[dict[str, Any]] = []
     bd_coded: list[dict[str, Any]] = []
@@ -506,7 +514,7 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
         for metric in result.metrics:
             bd.append({"category": category, "metric": metric, **_bd_entry(category_points, metric, bd_method)})
             if coded:
-                entry = _bd_entry(category_points, metric, bd_method, ("coded_kbps", "coded_kbps"))
+                entry = _bd_entry(category_points, metric, bd_method, ("coded_kbps", "coded_codes_kbps"))
                 bd_coded.append({"category": category, "metric": metric, **entry})
     summary = {"points": points, "bd_rate": bd, "bd_method": bd_method}
     if coded:
@@ -607,13 +615,14 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
     if coded:
         lines += [
             "`coded kbps` is the payload of the real `.vrvq` file with the model's code tables (entropy coded "
-            "codes and counts; the 64-byte header left out).",
+            "codes and counts; the 64-byte header left out); `coded codes kbps` is the ideal entropy-coded "
+            "size of the codes alone, without the count stream.",
             "",
         ]
     categories = list(dict.fromkeys(p["category"] for p in summary["points"]))
     for category in categories:
         lines += [f"## {category}", ""]
-        header = ["mode", "point", "clips", "kbps", "payload kbps", *(["coded kbps"] if coded else []),
+        header = ["mode", "point", "clips", "kbps", "payload kbps", *(["coded kbps", "coded codes kbps"] if coded else []),
                   "codebooks/frame", *metrics]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -621,7 +630,8 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
             if p["category"] != category:
                 continue
             cells = [p["mode"].upper(), p["point"], str(p["clips"]), _cell(p["kbps"]), _cell(p["payload_kbps"]),
-                     *([_cell(p["coded_kbps"])] if coded else []), _cell(p["mean_codebooks"], 2),
+                     *([_cell(p["coded_kbps"]), _cell(p["coded_codes_kbps"])] if coded else []),
+                     _cell(p["mean_codebooks"], 2),
                      *(_cell(p[m]) for m in metrics)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -640,7 +650,9 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
             "",
             "### With entropy coding",
             "",
-            "The same comparison with both modes at the size of their entropy-coded files (coded kbps).",
+            "The same comparison after entropy coding: VBR at the size of its real file (coded kbps, count "
+            "stream included), CBR at the entropy-coded size of its codes alone (coded codes kbps: a "
+            "constant-bitrate codec sends no counts).",
             "",
             *_bd_table(summary["bd_rate_coded"], categories, metrics),
         ]
