@@ -122,6 +122,17 @@ def test_packaged_variants_are_one_line_changes():
     assert cbr.model["use_importance_subnet"] is False and cbr.model["quantizer_dropout"] == 0.5
 
 
+def test_the_shipped_models_three_stages_chain():
+    stage1, stage2, stage3 = (load_training_config(f"local_small{s}") for s in ("", "_stage2", "_stage3"))
+    assert stage1.model == stage2.model == stage3.model  # one architecture through all stages
+    assert stage2.init_from.endswith("local_small/export/step-00004000") and stage2.init_reset == ["importance_subnet"]
+    assert stage3.init_from.endswith("local_small_stage2/export/step-00009250") and stage3.init_reset == []
+    assert stage2.optim.lr_multipliers == stage3.optim.lr_multipliers == {"importance_subnet": 0.333}
+    assert stage2.loss.rate_warmup_steps == stage3.loss.rate_warmup_steps == 0
+    # stage 3 anneals: tenfold lower learning rate after 15000 steps
+    assert stage3.optim.learning_rate * stage3.optim.lr_decay**15000 == pytest.approx(2.5e-5, rel=0.01)
+    assert len({c.run.output_dir for c in (stage1, stage2, stage3)}) == 3
+
 def _run_train(args, env_extra=None, **kwargs):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args], env=env,
