@@ -204,6 +204,7 @@ def find_code_tables(source: str | os.PathLike) -> CodeTables | None:
     except Exception:  # no such file, offline, ...: no tables
         return None
 
+
 def max_frames(payload_bytes: int, tables: CodeTables) -> int:
     """Generous bound on the frames a payload of this size can hold under these tables.
 
