@@ -3,7 +3,7 @@
 Plots are imported on demand (``vrvq_hf.evaluation.plots``) so that matplotlib stays optional.
 """
 
-from .bd_rate import bd_quality, bd_rate
+from .bd_rate import bd_quality, bd_rate, is_monotone
 from .metrics import (
     METRICS,
     MetricInfo,
@@ -43,6 +43,7 @@ __all__ = [
     "SweepResult",
     "bd_quality",
     "bd_rate",
+    "is_monotone",
     "compute_metrics",
     "dataset_sources",
     "estoi",

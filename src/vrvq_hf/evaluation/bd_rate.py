@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bd_quality", "bd_rate"]
+__all__ = ["bd_quality", "bd_rate", "is_monotone"]
 
 METHODS = ("pchip", "cubic")
 
@@ -44,19 +44,28 @@ def _curve(rate: Sequence[float], quality: Sequence[float], name: str, method: s
         raise ValueError(f"{name}: rates and qualities must be finite numbers, got {rate} and {quality}")
     if (rate <= 0).any():
         raise ValueError(f"{name}: rates must be > 0 (their logarithm is interpolated), got {rate}")
-    order = np.argsort(quality, kind="stable")
-    quality, log_rate = quality[order], np.log10(rate[order])
-    if (np.diff(log_rate) < 0).any():
+    if not is_monotone(rate, quality):
         warnings.warn(
             f"{name}: quality does not increase with rate; the BD figure averages over a non-monotone curve",
             stacklevel=3,
         )
+    order = np.argsort(quality, kind="stable")
+    quality, log_rate = quality[order], np.log10(rate[order])
     if method == "pchip" and (np.diff(quality) == 0).any():
         # A plateau (e.g. a metric at its floor): one point per quality, at the mean log-rate.
         quality, log_rate = _merge_ties(quality, log_rate)
         if quality.size < 2:
             raise ValueError(f"{name}: all points have the same quality {quality[0]:.6g}; no curve to interpolate")
     return quality, log_rate
+
+
+def is_monotone(rate: Sequence[float], quality: Sequence[float]) -> bool:
+    """Whether a curve's rate never falls as its quality (higher is better) rises, i.e. quality never gets
+    worse as the rate rises. BD figures over a curve that is not monotone are averages to read with care."""
+    rate = np.asarray(rate, dtype=np.float64).reshape(-1)
+    quality = np.asarray(quality, dtype=np.float64).reshape(-1)
+    order = np.argsort(quality, kind="stable")
+    return not bool((np.diff(rate[order]) < 0).any())
 
 
 def _overlap(qa: np.ndarray, qt: np.ndarray, what: str) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bd_rate import bd_rate
+from .bd_rate import bd_rate, is_monotone
 from .metrics import METRICS, compute_metrics
 
 __all__ = [
@@ -302,20 +302,18 @@ def _code_and_decode(
         "mean_codebooks": mean_codebooks,
     }
     if entropy_tables is not None:
-        rates.update(_coded_rates(model, encoded, audio.shape[-1], entropy_tables))
+        codes = encoded.audio_codes[0][:, valid]
+        rates.update(_coded_rates(config, codes, counts[valid], audio.shape[-1], entropy_tables))
     return decoded[0, 0, : audio.shape[-1]].double().cpu().numpy(), rates
 
 
-def _coded_rates(model: Any, encoded: Any, num_samples: int, tables: Any) -> dict[str, float]:
-    """`coded_kbps`: the payload of the `.vrvq` file the CLI would write (entropy coded where that is
-    smaller; header left out); `coded_codes_kbps`: the ideal code length of the codes alone, without the
-    count stream (what a constant-bitrate codec, which sends no counts, would need)."""
+def _coded_rates(config: Any, codes: torch.Tensor, counts: torch.Tensor, num_samples: int, tables: Any) -> dict[str, float]:
+    """Codes (Nq, F) and counts (F,) of the valid frames -> `coded_kbps`: the payload of the `.vrvq` file the
+    CLI would write (entropy coded where that is smaller; header left out); `coded_codes_kbps`: the ideal
+    code length of the codes alone, without the count stream (what a constant-bitrate codec, which sends
+    no counts, would need)."""
     from ..bitstream import HEADER_SIZE, encode_bitstream
 
-    config = model.config
-    counts = encoded.num_codebooks[0]
-    valid = counts > 0
-    codes, counts = encoded.audio_codes[0][:, valid], counts[valid]
     data = encode_bitstream(
         codes, counts, sampling_rate=config.sampling_rate, hop_length=config.hop_length,
         codebook_size=config.codebook_size, num_samples=num_samples, model_id=None, entropy_tables=tables,
@@ -539,15 +537,13 @@ def _bd_entry(
                 higher_is_better=METRICS[metric].higher_is_better, method=method,
             )
         sign = 1.0 if METRICS[metric].higher_is_better else -1.0
-        non_monotone = [mode for mode, curve in curves.items() if _falls_somewhere([sign * q for _, q in curve])]
+        non_monotone = [
+            mode for mode, curve in curves.items()
+            if not is_monotone([r for r, _ in curve], [sign * q for _, q in curve])
+        ]
         return {"bd_rate_percent": value, "error": None, "non_monotone": non_monotone}
     except ValueError as error:
         return {"bd_rate_percent": None, "error": str(error), "non_monotone": []}
-
-
-def _falls_somewhere(quality_by_rate: list[float]) -> bool:
-    """True when quality (higher is better, points sorted by rate) gets worse somewhere as rate rises."""
-    return bool((np.diff(np.asarray(quality_by_rate, dtype=np.float64)) < 0).any())
 
 
 # ------------------------------------------------------------------------------------------------ writing
