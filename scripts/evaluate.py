@@ -10,6 +10,9 @@ A local folder gives one category per sub-folder (``clips/speech/*.wav``, ``clip
 ``--category`` names one for all. Categories whose name contains "speech" (or listed in
 ``--speech-categories``) get ViSQOL's speech mode, PESQ-WB and STOI/ESTOI; the others ViSQOL's audio mode.
 
+``--baseline`` names a second, constant-bitrate model (e.g. one trained with the DAC recipe, quantizer dropout
+0.5); its CBR points are measured on the same clips and the summary adds the BD-rate of VBR against it.
+
 Writes to --output-dir: rows.csv, rows.json (one row per clip x mode x point), summary.json, summary.md
 (per-category tables and the BD-rate of VBR against CBR) and PNG figures (rd_<metric>.png, codebooks_*.png).
 """
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure each point's entropy-coded .vrvq file (needs the model's code_tables.safetensors) "
         "and report a second BD-rate at those sizes",
     )
+    parser.add_argument(
+        "--baseline", metavar="MODEL",
+        help="a constant-bitrate model (local directory or hub id) measured at the --cbr counts on the same clips; "
+        "adds the BD-rate of VBR against it",
+    )
     parser.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip", help="BD-rate interpolation")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -101,28 +109,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shuffle is not None:
         random.Random(args.shuffle).shuffle(sources)
     model = VRVQModel.from_pretrained(args.model).to(args.device).eval()
-    tables = None
-    if args.entropy:
-        from vrvq_hf.entropy import find_code_tables
-
-        tables = find_code_tables(args.model)
-        if tables is None:
-            raise ValueError(
-                f"--entropy needs code tables, but {args.model} has no code_tables.safetensors; create them with "
-                "scripts/estimate_code_tables.py"
-            )
+    baseline = VRVQModel.from_pretrained(args.baseline).to(args.device).eval() if args.baseline else None
+    tables = _code_tables(args.model) if args.entropy else None
+    baseline_tables = _code_tables(args.baseline) if args.entropy and args.baseline else None
     result, summary, written = run_evaluation(
         model, sources, args.output_dir, figures=not args.no_figures, title=args.title, bd_method=args.bd_method,
         levels=args.levels, n_quantizers=args.cbr, metrics=args.metrics, clip_seconds=args.clip_seconds,
         resample=args.resample, max_clips=args.max_clips, visqol_max_clips=args.visqol_clips,
         speech_categories=args.speech_categories, metric_workers=args.workers, entropy_tables=tables,
+        baseline=baseline, baseline_tables=baseline_tables,
     )
     print(f"evaluated {result.n_clips} clips ({len(result.skipped)} unreadable skipped); wrote:")
     for path in written:
         print(f"  {path}")
     _print_bd(summary["bd_rate"], "BD-rate VBR vs CBR")
     _print_bd(summary.get("bd_rate_coded", []), "BD-rate VBR vs CBR, entropy coded")
+    _print_bd(summary.get("bd_rate_baseline", []), "BD-rate VBR vs baseline")
+    _print_bd(summary.get("bd_rate_baseline_coded", []), "BD-rate VBR vs baseline, entropy coded")
     return 0
+
+
+def _code_tables(model: str):
+    from vrvq_hf.entropy import find_code_tables
+
+    tables = find_code_tables(model)
+    if tables is None:
+        raise ValueError(
+            f"--entropy needs code tables, but {model} has no code_tables.safetensors; create them with "
+            "scripts/estimate_code_tables.py"
+        )
+    return tables
 
 
 def _print_bd(entries: list[dict], label: str) -> None:

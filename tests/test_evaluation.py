@@ -1,5 +1,6 @@
 """Rate-distortion evaluation: metric sanity, BD-rate, the VBR/CBR sweep, its files and figures."""
 
+import copy
 import importlib.util
 import json
 import math
@@ -498,3 +499,92 @@ def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
         assert 0 < row["coded_codes_kbps"] <= row["coded_kbps"] + 1e-9
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert "### With entropy coding" in markdown and "coded kbps" in markdown
+
+
+def test_a_baseline_model_is_measured_at_the_cbr_counts_on_the_same_clips(tmp_path):
+    root = tmp_path / "data"
+    (root / "speech").mkdir(parents=True)
+    for i in range(2):
+        sf.write(root / "speech" / f"s{i}.wav", voiced(1.0, seed=i), SR)
+    model = _model()
+    counts = (1, 2, 4)
+    # The model itself as its own baseline: the baseline rows are its CBR rows, and so is the BD-rate.
+    twin = copy.deepcopy(model)
+    result, summary, written = run_evaluation(
+        model, folder_sources(root), tmp_path / "same", levels=LEVELS, n_quantizers=counts, metrics=["mel", "sisdr"],
+        baseline=twin, progress=False,
+    )
+    assert result.baseline
+    rows = {(r["clip"], r["mode"], r["point"]): r for r in result.rows}
+    for (clip, mode, point), row in rows.items():
+        if mode == "baseline":
+            assert row["mel"] == rows[(clip, "cbr", point)]["mel"] and row["kbps"] == rows[(clip, "cbr", point)]["kbps"]
+    assert sum(mode == "baseline" for _, mode, _ in rows) == 2 * len(counts)
+    for same, own in zip(summary["bd_rate_baseline"], summary["bd_rate"]):
+        assert same["bd_rate_percent"] == pytest.approx(own["bd_rate_percent"])
+    markdown = (tmp_path / "same" / "summary.md").read_text()
+    assert "## BD-rate of VBR against the baseline" in markdown and "| BASELINE | n=2 |" in markdown
+    assert any(p.name == "rd_mel.png" for p in written)
+
+    # A constant-bitrate model of its own: other numbers, CBR points only.
+    torch.manual_seed(1)
+    cbr = VRVQModel(tiny_config(use_importance_subnet=False)).eval()
+    result = run_sweep(model, folder_sources(root), levels=LEVELS, n_quantizers=counts, metrics=["mel"],
+                       baseline=cbr, progress=False)
+    baseline_rows = [r for r in result.rows if r["mode"] == "baseline"]
+    assert [r["mean_codebooks"] for r in baseline_rows] == [1.0, 2.0, 4.0] * 2
+    cbr_rows = [r for r in result.rows if r["mode"] == "cbr"]
+    assert [r["mel"] for r in baseline_rows] != [r["mel"] for r in cbr_rows]
+    (entry,) = summarize(result)["bd_rate_baseline"]  # two random models: a value, or why there is none
+    assert entry["category"] == "speech" and (entry["bd_rate_percent"] is not None or entry["error"])
+
+
+def test_a_baseline_must_code_the_same_audio(tmp_path):
+    sf.write(tmp_path / "a.wav", voiced(1.0), SR)
+    sources = folder_sources(tmp_path, category="speech")
+    model = _model()
+    other_rate = VRVQModel(tiny_config(sampling_rate=24000, use_importance_subnet=False))
+    with pytest.raises(ValueError, match="the baseline codes 24000 Hz audio"):
+        run_sweep(model, sources, n_quantizers=(1, 2), metrics=["mel"], baseline=other_rate, progress=False)
+    fewer = VRVQModel(tiny_config(n_codebooks=2, use_importance_subnet=False))
+    with pytest.raises(ValueError, match=r"the baseline has 2 codebooks; CBR counts \[4\]"):
+        run_sweep(model, sources, n_quantizers=(1, 4), metrics=["mel"], baseline=fewer, progress=False)
+    with pytest.raises(ValueError, match="code tables for both the model and the baseline"):
+        run_sweep(model, sources, n_quantizers=(1, 2), metrics=["mel"], baseline=fewer, entropy_tables=object(),
+                  progress=False)
+
+
+def test_command_line_baseline_with_entropy_coding(tmp_path):
+    from vrvq_hf.entropy import estimate_tables
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    torch.manual_seed(0)
+    model = VRVQModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    torch.manual_seed(2)
+    VRVQModel(tiny_config(use_importance_subnet=False)).save_pretrained(tmp_path / "cbr")
+    (tmp_path / "data").mkdir()
+    sf.write(tmp_path / "data" / "clip.wav", voiced(1.0), SR)
+    arguments = [
+        "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
+        "--levels", "0.5,2", "--cbr", "1,2,4", "--metrics", "mel", "--no-figures", "--entropy",
+        "--baseline", str(tmp_path / "cbr"), "--output-dir", str(tmp_path / "out"),
+    ]
+    audio = torch.from_numpy(voiced(2.0, seed=3)).float().view(1, 1, -1)
+    with torch.no_grad():
+        encoded = model.encode(audio, level=1.0)
+    estimate_tables([(encoded.audio_codes, encoded.num_codebooks)], codebook_size=16).save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"cbr has no code_tables.safetensors"):
+        cli.main(arguments)  # the baseline's coded size needs its own tables
+    cbr = VRVQModel.from_pretrained(tmp_path / "cbr")
+    with torch.no_grad():
+        encoded = cbr.encode(audio, n_quantizers=4)
+    estimate_tables([(encoded.audio_codes, encoded.num_codebooks)], codebook_size=16).save(tmp_path / "cbr")
+    assert cli.main(arguments) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [e["metric"] for e in summary["bd_rate_baseline"]] == [e["metric"] for e in summary["bd_rate_baseline_coded"]] == ["mel"]
+    rows = json.loads((tmp_path / "out" / "rows.json").read_text())
+    assert [r["point"] for r in rows if r["mode"] == "baseline"] == ["n=1", "n=2", "n=4"]
+    assert all(r["coded_codes_kbps"] > 0 for r in rows if r["mode"] == "baseline")

@@ -122,16 +122,23 @@ def test_packaged_variants_are_one_line_changes():
     assert cbr.model["use_importance_subnet"] is False and cbr.model["quantizer_dropout"] == 0.5
 
 
-def test_the_shipped_models_three_stages_chain():
-    stage1, stage2, stage3 = (load_training_config(f"local_small{s}") for s in ("", "_stage2", "_stage3"))
+def test_the_shipped_models_stages_chain():
+    stage1, stage2, stage3, stage4 = (load_training_config(f"local_small{s}") for s in ("", "_stage2", "_stage3", "_stage4"))
     assert stage1.model == stage2.model == stage3.model  # one architecture through all stages
+    assert stage4.model == {**stage3.model, "silence_threshold_db": None}  # trained without the shipped gate
     assert stage2.init_from.endswith("local_small/export/step-00004000") and stage2.init_reset == ["importance_subnet"]
     assert stage3.init_from.endswith("local_small_stage2/export/step-00009250") and stage3.init_reset == []
     assert stage2.optim.lr_multipliers == stage3.optim.lr_multipliers == {"importance_subnet": 0.333}
     assert stage2.loss.rate_warmup_steps == stage3.loss.rate_warmup_steps == 0
     # stage 3 anneals: tenfold lower learning rate after 15000 steps
     assert stage3.optim.learning_rate * stage3.optim.lr_decay**15000 == pytest.approx(2.5e-5, rel=0.01)
-    assert len({c.run.output_dir for c in (stage1, stage2, stage3)}) == 3
+    assert stage4.init_from.endswith("local_small_stage3/export/step-00016000") and stage4.init_reset == []
+    assert stage4.optim.learning_rate * stage4.optim.lr_decay**6000 == pytest.approx(6e-6, rel=0.01)
+    # the CBR control: stage four's start, data and schedule, with the DAC recipe in place of VRVQ's
+    cbr = load_training_config("local_small_cbr")
+    assert cbr.model == {**stage4.model, "use_importance_subnet": False, "quantizer_dropout": 0.5}
+    assert (cbr.init_from, cbr.optim, cbr.data) == (stage4.init_from, stage4.optim, stage4.data)
+    assert len({c.run.output_dir for c in (stage1, stage2, stage3, stage4, cbr)}) == 5
 
 def _run_train(args, env_extra=None, **kwargs):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}

@@ -28,7 +28,8 @@ __all__ = ["log_mel_spectrogram", "plot_codebook_usage", "plot_rate_distortion"]
 
 def plot_rate_distortion(summary: dict[str, Any], metric: str, path: str | os.PathLike, dpi: int = 120) -> Path:
     """One panel per category (from :func:`~vrvq_hf.evaluation.sweep.summarize`): ``metric`` against
-    kbps for VBR (levels annotated) and CBR (codebook counts annotated); the BD-rate in each title."""
+    kbps for VBR (levels annotated), CBR (codebook counts annotated) and, in a sweep with one, the baseline
+    model's CBR; the BD-rate of VBR against CBR in each title."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {sorted(METRICS)}")
     categories = list(dict.fromkeys(p["category"] for p in summary["points"]))
@@ -41,6 +42,7 @@ def plot_rate_distortion(summary: dict[str, Any], metric: str, path: str | os.Pa
         for mode, rate_key, style, label in (
             ("vbr", "kbps", "o-", "VBR (total kbps)"),
             ("cbr", "payload_kbps", "s--", "CBR (payload kbps)"),
+            ("baseline", "payload_kbps", "^:", "baseline CBR (payload kbps)"),
         ):
             points = [
                 p for p in summary["points"]

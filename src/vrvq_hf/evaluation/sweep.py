@@ -9,7 +9,9 @@ For every clip and every operating point the sweep encodes, decodes and records
 
 BD-rate convention (honest against VBR): the CBR curve is placed at its *payload* bitrate (a fixed-rate
 codec needs no per-frame side information), the VBR curve at its *total* bitrate including side
-information. The BD-rate of VBR against CBR therefore charges VBR for every bit it sends.
+information. The BD-rate of VBR against CBR therefore charges VBR for every bit it sends. A sweep given a
+``baseline`` model (a codec trained for constant bitrate) also codes every clip with it at the CBR counts
+and places VBR against those points the same way.
 
 Clip sources are lazy (:class:`ClipSource`): a local folder (:func:`folder_sources`, category per
 sub-folder or given) or a ``datasets`` dataset (:func:`dataset_sources`, by hub id or object).
@@ -251,12 +253,31 @@ class SweepResult:
     levels: tuple[float, ...] = DEFAULT_LEVELS
     n_quantizers: tuple[int, ...] = ()
     clips: list[str] = field(default_factory=list)
+    baseline: bool = False  # rows of mode "baseline": a separate constant-bitrate model at the CBR counts
 
 
-def _points(levels: Sequence[float], n_quantizers: Sequence[int]) -> list[tuple[str, float | None, int | None]]:
+def _points(
+    levels: Sequence[float], n_quantizers: Sequence[int], baseline: bool = False
+) -> list[tuple[str, float | None, int | None]]:
     points: list[tuple[str, float | None, int | None]] = [("vbr", float(level), None) for level in levels]
     points += [("cbr", None, int(n)) for n in n_quantizers]
+    if baseline:
+        points += [("baseline", None, int(n)) for n in n_quantizers]
     return points
+
+
+def _check_baseline(model: Any, baseline: Any, n_quantizers: Sequence[int]) -> None:
+    """A baseline must code the same audio (sampling rate, frame rate) and have the swept codebook counts."""
+    ours, theirs = model.config, baseline.config
+    if (theirs.sampling_rate, theirs.hop_length) != (ours.sampling_rate, ours.hop_length):
+        raise ValueError(
+            f"the baseline codes {theirs.sampling_rate} Hz audio with a hop of {theirs.hop_length} samples, the "
+            f"model {ours.sampling_rate} Hz with a hop of {ours.hop_length}: compare models of one sampling and "
+            "frame rate"
+        )
+    bad = [n for n in n_quantizers if not 1 <= int(n) <= theirs.n_codebooks]
+    if bad:
+        raise ValueError(f"the baseline has {theirs.n_codebooks} codebooks; CBR counts {bad} are out of its range")
 
 
 def _check_settings(model: Any, levels: Sequence[float], n_quantizers: Sequence[int], metrics: Sequence[str]) -> None:
@@ -338,6 +359,8 @@ def run_sweep(
     speech_categories: Iterable[str] | None = None,
     metric_workers: int = 1,
     entropy_tables: Any = None,
+    baseline: Any = None,
+    baseline_tables: Any = None,
     progress: bool = True,
 ) -> SweepResult:
     """Sweeps VBR ``levels`` and CBR ``n_quantizers`` (default 1..Nq) over the clips.
@@ -351,6 +374,9 @@ def run_sweep(
         single-threaded, so on a many-core machine this is the main speed-up.
     entropy_tables: the model's :class:`~vrvq_hf.entropy.CodeTables`; rows then carry `coded_kbps`, the
         payload of the entropy-coded `.vrvq` file, and the summary a second BD-rate at those sizes.
+    baseline: another model (typically a constant-bitrate codec trained with the DAC recipe) coded on the
+        same clips at the CBR counts, as rows of mode "baseline"; the summary then adds the BD-rate of VBR
+        against it. baseline_tables: its code tables (needed with `entropy_tables`).
     Unreadable clips are skipped with a warning and listed in ``result.skipped``. No clips, or a clip rate
     other than the model's without ``resample``, raise ``ValueError``.
     """
@@ -361,6 +387,11 @@ def run_sweep(
     levels = tuple(float(level) for level in levels)
     metrics = tuple(dict.fromkeys(metrics))
     _check_settings(model, levels, n_quantizers, metrics)
+    if baseline is not None:
+        _check_baseline(model, baseline, n_quantizers)
+        if (entropy_tables is None) != (baseline_tables is None):
+            raise ValueError("give code tables for both the model and the baseline, or for neither")
+        baseline.eval()
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
     if not sources:
@@ -370,6 +401,7 @@ def run_sweep(
         raise ValueError(f"metric_workers must be >= 1, got {metric_workers}")
     model.eval()
     points = _points(levels, n_quantizers)
+    baseline_points = [("baseline", None, n) for n in n_quantizers]
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     names: list[str] = []
@@ -401,6 +433,8 @@ def run_sweep(
                 and (m != "visqol" or visqol_max_clips is None or done < visqol_max_clips)
             ]
             rows += _evaluate_clip(model, clip, points, metrics, clip_metrics, speech, pool, entropy_tables)
+            if baseline is not None:
+                rows += _evaluate_clip(baseline, clip, baseline_points, metrics, clip_metrics, speech, pool, baseline_tables)
             evaluated[clip.category] = done + 1
             names.append(clip.name)
             bar.update(1)
@@ -410,7 +444,7 @@ def run_sweep(
             pool.shutdown(cancel_futures=True)
     if not rows:
         raise ValueError(f"no clip could be read: all {len(skipped)} were skipped ({skipped[:3]} ...)")
-    return SweepResult(rows, skipped, len(names), metrics, levels, n_quantizers, names)
+    return SweepResult(rows, skipped, len(names), metrics, levels, n_quantizers, names, baseline is not None)
 
 
 def _metric_pool(workers: int, metrics: Sequence[str]) -> Any:
@@ -479,7 +513,8 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     metrics (NaN-skipping, with clip counts), and the BD-rate of VBR (total kbps) against CBR (payload
     kbps) per category and metric, in percent (negative: VBR saves bits). Rows with `coded_kbps` (a sweep
     given code tables) add `bd_rate_coded`: VBR at the size of its entropy-coded file, CBR at the ideal
-    entropy-coded size of its codes alone."""
+    entropy-coded size of its codes alone. A sweep with a baseline adds `bd_rate_baseline` (and
+    `bd_rate_baseline_coded`): VBR against the baseline model's CBR points, placed the same way."""
     categories = sorted({row["category"] for row in result.rows})
     groups = {c: [row for row in result.rows if row["category"] == c] for c in categories}
     if len(categories) > 1:
@@ -489,11 +524,17 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     coded_fields = ("coded_kbps", "coded_codes_kbps") if coded else ()
     rate_fields = ("kbps", "payload_kbps", "side_info_kbps", *coded_fields, "mean_codebooks")
     points: list[dict[str, Any]] = []
-    bd: list[dict[str, Any]] = []
-    bd_coded: list[dict[str, Any]] = []
+    comparisons = {"bd_rate": ("cbr", ("kbps", "payload_kbps"))}
+    if coded:
+        comparisons["bd_rate_coded"] = ("cbr", ("coded_kbps", "coded_codes_kbps"))
+    if result.baseline:
+        comparisons["bd_rate_baseline"] = ("baseline", ("kbps", "payload_kbps"))
+        if coded:
+            comparisons["bd_rate_baseline_coded"] = ("baseline", ("coded_kbps", "coded_codes_kbps"))
+    bd: dict[str, list[dict[str, Any]]] = {name: [] for name in comparisons}
     for category, rows in groups.items():
         category_points = []
-        for mode, level, n in _points(result.levels, result.n_quantizers):
+        for mode, level, n in _points(result.levels, result.n_quantizers, result.baseline):
             key = f"l={level:g}" if mode == "vbr" else f"n={n}"
             selected = [row for row in rows if row["mode"] == mode and row["point"] == key]
             entry: dict[str, Any] = {
@@ -510,29 +551,30 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
             category_points.append(entry)
         points += category_points
         for metric in result.metrics:
-            bd.append({"category": category, "metric": metric, **_bd_entry(category_points, metric, bd_method)})
-            if coded:
-                entry = _bd_entry(category_points, metric, bd_method, ("coded_kbps", "coded_codes_kbps"))
-                bd_coded.append({"category": category, "metric": metric, **entry})
-    summary = {"points": points, "bd_rate": bd, "bd_method": bd_method}
-    if coded:
-        summary["bd_rate_coded"] = bd_coded
-    return summary
+            for name, (reference, rate_keys) in comparisons.items():
+                entry = _bd_entry(category_points, metric, bd_method, rate_keys, reference)
+                bd[name].append({"category": category, "metric": metric, **entry})
+    return {"points": points, **bd, "bd_method": bd_method}
 
 
 def _bd_entry(
-    points: list[dict[str, Any]], metric: str, method: str, rate_keys: tuple[str, str] = ("kbps", "payload_kbps")
+    points: list[dict[str, Any]],
+    metric: str,
+    method: str,
+    rate_keys: tuple[str, str] = ("kbps", "payload_kbps"),
+    reference: str = "cbr",
 ) -> dict[str, Any]:
-    """BD-rate of VBR against CBR for one metric; rate_keys: the rate field of the VBR and of the CBR points."""
+    """BD-rate of VBR against the `reference` mode's points ("cbr", or "baseline": another model's CBR) for
+    one metric; rate_keys: the rate field of the VBR and of the reference points."""
     curves = {}
-    for mode, rate_key in zip(("vbr", "cbr"), rate_keys):
+    for mode, rate_key in zip(("vbr", reference), rate_keys):
         pairs = {(p[rate_key], p[metric]) for p in points if p["mode"] == mode and p[metric] is not None}
         curves[mode] = sorted(pairs)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-monotone curves of a weak model: still a defined average
             value = bd_rate(
-                [r for r, _ in curves["cbr"]], [q for _, q in curves["cbr"]],
+                [r for r, _ in curves[reference]], [q for _, q in curves[reference]],
                 [r for r, _ in curves["vbr"]], [q for _, q in curves["vbr"]],
                 higher_is_better=METRICS[metric].higher_is_better, method=method,
             )
@@ -590,7 +632,8 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         f"{result.n_clips} clips evaluated"
         + (f", {len(result.skipped)} unreadable clips skipped" if result.skipped else "")
         + ". VBR: levels " + ", ".join(f"{level:g}" for level in result.levels)
-        + "; CBR: " + ", ".join(str(n) for n in result.n_quantizers) + " codebooks."
+        + "; CBR: " + ", ".join(str(n) for n in result.n_quantizers) + " codebooks"
+        + ("; BASELINE: a second, constant-bitrate model at the same counts." if result.baseline else ".")
     )
     if config is not None:
         lines.append(
@@ -652,6 +695,20 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
             "",
             *_bd_table(summary["bd_rate_coded"], categories, metrics),
         ]
+    if result.baseline:
+        lines += [
+            "",
+            "## BD-rate of VBR against the baseline",
+            "",
+            "The same comparison against the baseline model's constant-bitrate points (BASELINE rows), placed "
+            "at its payload bitrate: VBR against a codec trained for constant bitrate rather than against this "
+            "model's own CBR mode.",
+            "",
+            *_bd_table(summary["bd_rate_baseline"], categories, metrics),
+        ]
+        if coded:
+            lines += ["", "With entropy coding (placed as above):", "",
+                      *_bd_table(summary["bd_rate_baseline_coded"], categories, metrics)]
     if result.skipped:
         lines += ["", "Skipped clips: " + "; ".join(f"{name} ({reason[:80]})" for name, reason in result.skipped)]
     return "\n".join(lines) + "\n"
