@@ -12,6 +12,7 @@ A local folder gives one category per sub-folder (``clips/speech/*.wav``, ``clip
 
 ``--baseline`` names a second, constant-bitrate model (e.g. one trained with the DAC recipe, quantizer dropout
 0.5); its CBR points are measured on the same clips and the summary adds the BD-rate of VBR against it.
+``--opus 6,8,12`` adds a classical anchor: Opus (libopus through ffmpeg) at those target bitrates.
 
 Writes to --output-dir: rows.csv, rows.json (one row per clip x mode x point), summary.json, summary.md
 (per-category tables and the BD-rate of VBR against CBR) and PNG figures (rd_<metric>.png, codebooks_*.png).
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a constant-bitrate model (local directory or hub id) measured at the --cbr counts on the same clips; "
         "adds the BD-rate of VBR against it",
     )
+    parser.add_argument(
+        "--opus", type=_floats, default=[], metavar="KBPS",
+        help="also code every clip with Opus (ffmpeg's libopus) at these target bitrates, e.g. 6,8,12: a classical "
+        "anchor in the tables and figures, placed at the rate of its packets",
+    )
     parser.add_argument("--bd-method", choices=("pchip", "cubic"), default="pchip", help="BD-rate interpolation")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -117,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         levels=args.levels, n_quantizers=args.cbr, metrics=args.metrics, clip_seconds=args.clip_seconds,
         resample=args.resample, max_clips=args.max_clips, visqol_max_clips=args.visqol_clips,
         speech_categories=args.speech_categories, metric_workers=args.workers, entropy_tables=tables,
-        baseline=baseline, baseline_tables=baseline_tables,
+        baseline=baseline, baseline_tables=baseline_tables, opus_kbps=args.opus,
     )
     print(f"evaluated {result.n_clips} clips ({len(result.skipped)} unreadable skipped); wrote:")
     for path in written:
@@ -126,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_bd(summary.get("bd_rate_coded", []), "BD-rate VBR vs CBR, entropy coded")
     _print_bd(summary.get("bd_rate_baseline", []), "BD-rate VBR vs baseline")
     _print_bd(summary.get("bd_rate_baseline_coded", []), "BD-rate VBR vs baseline, entropy coded")
+    _print_bd(summary.get("bd_rate_opus", []), "BD-rate VBR vs Opus")
     return 0
 
 
@@ -151,6 +158,6 @@ def _print_bd(entries: list[dict], label: str) -> None:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -570,7 +570,7 @@ def test_command_line_baseline_with_entropy_coding(tmp_path):
     arguments = [
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
         "--levels", "0.5,2", "--cbr", "1,2,4", "--metrics", "mel", "--no-figures", "--entropy",
-        "--baseline", str(tmp_path / "cbr"), "--output-dir", str(tmp_path / "out"),
+        "--baseline", str(tmp_path / "cbr"), "--opus", "8", "--output-dir", str(tmp_path / "out"),
     ]
     audio = torch.from_numpy(voiced(2.0, seed=3)).float().view(1, 1, -1)
     with torch.no_grad():
@@ -588,3 +588,58 @@ def test_command_line_baseline_with_entropy_coding(tmp_path):
     rows = json.loads((tmp_path / "out" / "rows.json").read_text())
     assert [r["point"] for r in rows if r["mode"] == "baseline"] == ["n=1", "n=2", "n=4"]
     assert all(r["coded_codes_kbps"] > 0 for r in rows if r["mode"] == "baseline")
+    (opus,) = [r for r in rows if r["mode"] == "opus"]  # already entropy coded: its coded rate is its rate
+    assert opus["point"] == "8k" and opus["coded_kbps"] == opus["coded_codes_kbps"] == opus["kbps"]
+    assert [e["metric"] for e in summary["bd_rate_opus_coded"]] == ["mel"]
+
+
+def test_opus_anchor_round_trip():
+    from vrvq_hf.evaluation import opus_round_trip
+
+    audio = voiced(1.5).astype(np.float32)
+    results = {kbps: opus_round_trip(audio, SR, kbps) for kbps in (6, 12, 48)}
+    for kbps, (decoded, used) in results.items():
+        assert decoded.shape == audio.shape and decoded.dtype == np.float32
+        assert 0.5 * kbps < used < 1.3 * kbps  # the packets' rate, near the target
+    used = [results[k][1] for k in (6, 12, 48)]
+    assert used == sorted(used)
+    mels = [metrics.mel_distance(results[k][0], audio, SR) for k in (6, 12, 48)]
+    assert mels == sorted(mels, reverse=True)
+    assert metrics.si_sdr(results[48][0], audio, SR) > 10  # decoded in step with the input, not shifted
+
+
+def test_opus_anchor_errors(monkeypatch):
+    from vrvq_hf.evaluation import OpusUnavailableError, anchors
+
+    audio = voiced(0.5).astype(np.float32)
+    with pytest.raises(ValueError, match="6 to 256 kbps, got 3"):
+        anchors.opus_round_trip(audio, SR, 3)
+    with pytest.raises(ValueError, match=r"mono audio of shape \(samples,\)"):
+        anchors.opus_round_trip(np.stack([audio, audio]), SR, 8)
+    anchors.opus_available.cache_clear()
+    monkeypatch.setattr(anchors.shutil, "which", lambda name: None)
+    try:
+        with pytest.raises(OpusUnavailableError, match="needs the ffmpeg and ffprobe"):
+            anchors.opus_round_trip(audio, SR, 8)
+    finally:
+        anchors.opus_available.cache_clear()
+
+
+def test_sweep_with_the_opus_anchor(tmp_path):
+    sf.write(tmp_path / "a.wav", voiced(1.0), SR)
+    model = _model()
+    result, summary, written = run_evaluation(
+        model, folder_sources(tmp_path, category="speech"), tmp_path / "out", levels=LEVELS, n_quantizers=(1, 4),
+        metrics=["mel"], opus_kbps=(6, 16), progress=False, usage_levels=(1.0,),
+    )
+    opus = [row for row in result.rows if row["mode"] == "opus"]
+    assert [row["point"] for row in opus] == ["6k", "16k"] and result.opus_kbps == (6.0, 16.0)
+    for row in opus:
+        assert row["payload_kbps"] == row["kbps"] and row["side_info_kbps"] == 0 and row["mean_codebooks"] is None
+    assert opus[0]["kbps"] < opus[1]["kbps"] and opus[0]["mel"] > opus[1]["mel"]
+    assert [e["metric"] for e in summary["bd_rate_opus"]] == ["mel"]
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert "## BD-rate of VBR against Opus" in markdown and "| OPUS | 6k |" in markdown
+    assert any(p.name == "rd_mel.png" for p in written)
+    with pytest.raises(ValueError, match="Opus target bitrates must be in 6..256 kbps"):
+        run_sweep(model, folder_sources(tmp_path), opus_kbps=(4,), metrics=["mel"], progress=False)

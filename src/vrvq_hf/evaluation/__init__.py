@@ -1,8 +1,9 @@
-"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep and its figures.
+"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep, an Opus anchor and figures.
 
 Plots are imported on demand (``vrvq_hf.evaluation.plots``) so that matplotlib stays optional.
 """
 
+from .anchors import OpusUnavailableError, opus_round_trip
 from .bd_rate import bd_quality, bd_rate, is_monotone
 from .metrics import (
     METRICS,
@@ -22,6 +23,7 @@ from .sweep import (
     DEFAULT_LEVELS,
     Clip,
     ClipSource,
+    OperatingPoint,
     SamplingRateMismatchError,
     SweepResult,
     dataset_sources,
@@ -39,6 +41,8 @@ __all__ = [
     "Clip",
     "ClipSource",
     "MetricInfo",
+    "OperatingPoint",
+    "OpusUnavailableError",
     "SamplingRateMismatchError",
     "SweepResult",
     "bd_quality",
@@ -50,6 +54,7 @@ __all__ = [
     "folder_sources",
     "l1_distance",
     "mel_distance",
+    "opus_round_trip",
     "pesq_wb",
     "run_evaluation",
     "run_sweep",

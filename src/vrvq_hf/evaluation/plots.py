@@ -28,8 +28,8 @@ __all__ = ["log_mel_spectrogram", "plot_codebook_usage", "plot_rate_distortion"]
 
 def plot_rate_distortion(summary: dict[str, Any], metric: str, path: str | os.PathLike, dpi: int = 120) -> Path:
     """One panel per category (from :func:`~vrvq_hf.evaluation.sweep.summarize`): ``metric`` against
-    kbps for VBR (levels annotated), CBR (codebook counts annotated) and, in a sweep with one, the baseline
-    model's CBR; the BD-rate of VBR against CBR in each title."""
+    kbps for VBR (levels annotated), CBR (codebook counts annotated) and, in a sweep with them, the baseline
+    model's CBR and the Opus anchor; the BD-rate of VBR against CBR in each title."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {sorted(METRICS)}")
     categories = list(dict.fromkeys(p["category"] for p in summary["points"]))
@@ -43,6 +43,7 @@ def plot_rate_distortion(summary: dict[str, Any], metric: str, path: str | os.Pa
             ("vbr", "kbps", "o-", "VBR (total kbps)"),
             ("cbr", "payload_kbps", "s--", "CBR (payload kbps)"),
             ("baseline", "payload_kbps", "^:", "baseline CBR (payload kbps)"),
+            ("opus", "kbps", "x-.", "Opus (packet kbps)"),
         ):
             points = [
                 p for p in summary["points"]
@@ -56,7 +57,7 @@ def plot_rate_distortion(summary: dict[str, Any], metric: str, path: str | os.Pa
             axis.plot(x, y, style, label=label, markersize=4)
             labels: dict[tuple[float, float], list[str]] = {}
             for p, xi, yi in zip(points, x, y):  # points that coincide (saturated levels) share one label
-                labels.setdefault((xi, yi), []).append(p["point"].split("=")[1])
+                labels.setdefault((xi, yi), []).append(p["point"].split("=")[-1])
             for (xi, yi), names in labels.items():
                 axis.annotate("/".join(names), (xi, yi), fontsize=6, xytext=(2, 3), textcoords="offset points")
         value = bd.get(category)

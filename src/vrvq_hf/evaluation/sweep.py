@@ -28,11 +28,12 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .anchors import OPUS_KBPS_RANGE, OpusUnavailableError, opus_available, opus_round_trip
 from .bd_rate import bd_rate, is_monotone
 from .metrics import METRICS, compute_metrics
 
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_LEVELS",
     "Clip",
     "ClipSource",
+    "OperatingPoint",
     "SamplingRateMismatchError",
     "SweepResult",
     "dataset_sources",
@@ -254,15 +256,36 @@ class SweepResult:
     n_quantizers: tuple[int, ...] = ()
     clips: list[str] = field(default_factory=list)
     baseline: bool = False  # rows of mode "baseline": a separate constant-bitrate model at the CBR counts
+    opus_kbps: tuple[float, ...] = ()  # rows of mode "opus": the Opus anchor at these target bitrates
+
+
+class OperatingPoint(NamedTuple):
+    """One point of the sweep: "vbr" at a level, "cbr" / "baseline" at a codebook count, "opus" at a
+    target bitrate."""
+
+    mode: str
+    level: float | None = None
+    n_quantizers: int | None = None
+    target_kbps: float | None = None
+
+    @property
+    def key(self) -> str:
+        """The row's `point` label: l=1, n=4 or 6k."""
+        if self.mode == "vbr":
+            return f"l={self.level:g}"
+        if self.mode == "opus":
+            return f"{self.target_kbps:g}k"
+        return f"n={self.n_quantizers}"
 
 
 def _points(
-    levels: Sequence[float], n_quantizers: Sequence[int], baseline: bool = False
-) -> list[tuple[str, float | None, int | None]]:
-    points: list[tuple[str, float | None, int | None]] = [("vbr", float(level), None) for level in levels]
-    points += [("cbr", None, int(n)) for n in n_quantizers]
+    levels: Sequence[float], n_quantizers: Sequence[int], baseline: bool = False, opus_kbps: Sequence[float] = ()
+) -> list[OperatingPoint]:
+    points = [OperatingPoint("vbr", level=float(level)) for level in levels]
+    points += [OperatingPoint("cbr", n_quantizers=int(n)) for n in n_quantizers]
     if baseline:
-        points += [("baseline", None, int(n)) for n in n_quantizers]
+        points += [OperatingPoint("baseline", n_quantizers=int(n)) for n in n_quantizers]
+    points += [OperatingPoint("opus", target_kbps=float(kbps)) for kbps in opus_kbps]
     return points
 
 
@@ -346,6 +369,16 @@ def _coded_rates(config: Any, codes: torch.Tensor, counts: torch.Tensor, num_sam
     }
 
 
+def _opus_point(clip: Clip, kbps: float, coded: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The Opus anchor at one target: decoded (T,) and its rate fields (all of it payload; Opus is entropy
+    coded already, so its coded rates are its packet rate)."""
+    decoded, used = opus_round_trip(clip.audio, clip.sampling_rate, kbps)
+    rates: dict[str, Any] = {"kbps": used, "payload_kbps": used, "side_info_kbps": 0.0, "mean_codebooks": None}
+    if coded:
+        rates.update(coded_kbps=used, coded_codes_kbps=used)
+    return decoded.astype(np.float64), rates
+
+
 def run_sweep(
     model: Any,
     sources: Sequence[ClipSource],
@@ -361,6 +394,7 @@ def run_sweep(
     entropy_tables: Any = None,
     baseline: Any = None,
     baseline_tables: Any = None,
+    opus_kbps: Sequence[float] = (),
     progress: bool = True,
 ) -> SweepResult:
     """Sweeps VBR ``levels`` and CBR ``n_quantizers`` (default 1..Nq) over the clips.
@@ -377,6 +411,8 @@ def run_sweep(
     baseline: another model (typically a constant-bitrate codec trained with the DAC recipe) coded on the
         same clips at the CBR counts, as rows of mode "baseline"; the summary then adds the BD-rate of VBR
         against it. baseline_tables: its code tables (needed with `entropy_tables`).
+    opus_kbps: target bitrates of a classical anchor, Opus (:mod:`~vrvq_hf.evaluation.anchors`), coded on
+        the same clips as rows of mode "opus" at the rate of their packets.
     Unreadable clips are skipped with a warning and listed in ``result.skipped``. No clips, or a clip rate
     other than the model's without ``resample``, raise ``ValueError``.
     """
@@ -392,6 +428,12 @@ def run_sweep(
         if (entropy_tables is None) != (baseline_tables is None):
             raise ValueError("give code tables for both the model and the baseline, or for neither")
         baseline.eval()
+    opus_kbps = tuple(float(kbps) for kbps in opus_kbps)
+    low, high = OPUS_KBPS_RANGE
+    if any(not low <= kbps <= high for kbps in opus_kbps):
+        raise ValueError(f"Opus target bitrates must be in {low:g}..{high:g} kbps, got {list(opus_kbps)}")
+    if opus_kbps and not opus_available():
+        raise OpusUnavailableError("the Opus anchor needs the ffmpeg and ffprobe command lines with libopus")
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
     if not sources:
@@ -400,8 +442,8 @@ def run_sweep(
     if metric_workers < 1:
         raise ValueError(f"metric_workers must be >= 1, got {metric_workers}")
     model.eval()
-    points = _points(levels, n_quantizers)
-    baseline_points = [("baseline", None, n) for n in n_quantizers]
+    points = _points(levels, n_quantizers, opus_kbps=opus_kbps)
+    baseline_points = [OperatingPoint("baseline", n_quantizers=n) for n in n_quantizers]
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     names: list[str] = []
@@ -444,7 +486,7 @@ def run_sweep(
             pool.shutdown(cancel_futures=True)
     if not rows:
         raise ValueError(f"no clip could be read: all {len(skipped)} were skipped ({skipped[:3]} ...)")
-    return SweepResult(rows, skipped, len(names), metrics, levels, n_quantizers, names, baseline is not None)
+    return SweepResult(rows, skipped, len(names), metrics, levels, n_quantizers, names, baseline is not None, opus_kbps)
 
 
 def _metric_pool(workers: int, metrics: Sequence[str]) -> Any:
@@ -461,29 +503,33 @@ def _metric_pool(workers: int, metrics: Sequence[str]) -> Any:
 def _evaluate_clip(
     model: Any,
     clip: Clip,
-    points: list[tuple[str, float | None, int | None]],
+    points: list[OperatingPoint],
     metrics: tuple[str, ...],
     clip_metrics: list[str],
     speech: bool,
     pool: Any,
     entropy_tables: Any = None,
 ) -> list[dict[str, Any]]:
-    """Rows of one clip: every operating point coded, decoded and measured."""
+    """Rows of one clip: every operating point coded, decoded and measured (Opus points with the anchor,
+    the others with `model`)."""
     device = next(model.parameters()).device
     audio = torch.from_numpy(clip.audio).to(device=device, dtype=torch.float32).view(1, 1, -1)
     reference = clip.audio.astype(np.float64)
     local = [m for m in clip_metrics if m in TORCH_METRICS or pool is None]
     remote = [m for m in clip_metrics if m not in local]
     rows, pending = [], []
-    for mode, level, n in points:
-        decoded, rates = _code_and_decode(model, audio, level, n, entropy_tables)
+    for point in points:
+        if point.mode == "opus":
+            decoded, rates = _opus_point(clip, point.target_kbps, coded=entropy_tables is not None)
+        else:
+            decoded, rates = _code_and_decode(model, audio, point.level, point.n_quantizers, entropy_tables)
         row: dict[str, Any] = {
             "clip": clip.name,
             "category": clip.category,
-            "mode": mode,
-            "point": f"l={level:g}" if mode == "vbr" else f"n={n}",
-            "level": level,
-            "n_quantizers": n,
+            "mode": point.mode,
+            "point": point.key,
+            "level": point.level,
+            "n_quantizers": point.n_quantizers,
             "seconds": clip.audio.size / clip.sampling_rate,
             **rates,
         }
@@ -514,7 +560,8 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     kbps) per category and metric, in percent (negative: VBR saves bits). Rows with `coded_kbps` (a sweep
     given code tables) add `bd_rate_coded`: VBR at the size of its entropy-coded file, CBR at the ideal
     entropy-coded size of its codes alone. A sweep with a baseline adds `bd_rate_baseline` (and
-    `bd_rate_baseline_coded`): VBR against the baseline model's CBR points, placed the same way."""
+    `bd_rate_baseline_coded`): VBR against the baseline model's CBR points, placed the same way; one with
+    the Opus anchor `bd_rate_opus` (and `bd_rate_opus_coded`), Opus at the rate of its packets."""
     categories = sorted({row["category"] for row in result.rows})
     groups = {c: [row for row in result.rows if row["category"] == c] for c in categories}
     if len(categories) > 1:
@@ -524,22 +571,20 @@ def summarize(result: SweepResult, bd_method: str = "pchip") -> dict[str, Any]:
     coded_fields = ("coded_kbps", "coded_codes_kbps") if coded else ()
     rate_fields = ("kbps", "payload_kbps", "side_info_kbps", *coded_fields, "mean_codebooks")
     points: list[dict[str, Any]] = []
-    comparisons = {"bd_rate": ("cbr", ("kbps", "payload_kbps"))}
-    if coded:
-        comparisons["bd_rate_coded"] = ("cbr", ("coded_kbps", "coded_codes_kbps"))
-    if result.baseline:
-        comparisons["bd_rate_baseline"] = ("baseline", ("kbps", "payload_kbps"))
+    comparisons = {}
+    for reference in ("cbr", *(["baseline"] if result.baseline else []), *(["opus"] if result.opus_kbps else [])):
+        name = "bd_rate" if reference == "cbr" else f"bd_rate_{reference}"
+        comparisons[name] = (reference, ("kbps", "payload_kbps"))
         if coded:
-            comparisons["bd_rate_baseline_coded"] = ("baseline", ("coded_kbps", "coded_codes_kbps"))
+            comparisons[f"{name}_coded"] = (reference, ("coded_kbps", "coded_codes_kbps"))
     bd: dict[str, list[dict[str, Any]]] = {name: [] for name in comparisons}
     for category, rows in groups.items():
         category_points = []
-        for mode, level, n in _points(result.levels, result.n_quantizers, result.baseline):
-            key = f"l={level:g}" if mode == "vbr" else f"n={n}"
-            selected = [row for row in rows if row["mode"] == mode and row["point"] == key]
+        for point in _points(result.levels, result.n_quantizers, result.baseline, result.opus_kbps):
+            selected = [row for row in rows if row["mode"] == point.mode and row["point"] == point.key]
             entry: dict[str, Any] = {
-                "category": category, "mode": mode, "point": key, "level": level, "n_quantizers": n,
-                "clips": len(selected),
+                "category": category, "mode": point.mode, "point": point.key, "level": point.level,
+                "n_quantizers": point.n_quantizers, "clips": len(selected),
             }
             for name in (*rate_fields, *result.metrics):
                 if name == "visqol" and category == "all" and len(visqol_modes) > 1:
@@ -564,8 +609,8 @@ def _bd_entry(
     rate_keys: tuple[str, str] = ("kbps", "payload_kbps"),
     reference: str = "cbr",
 ) -> dict[str, Any]:
-    """BD-rate of VBR against the `reference` mode's points ("cbr", or "baseline": another model's CBR) for
-    one metric; rate_keys: the rate field of the VBR and of the reference points."""
+    """BD-rate of VBR against the `reference` mode's points ("cbr"; "baseline": another model's CBR; "opus")
+    for one metric; rate_keys: the rate field of the VBR and of the reference points."""
     curves = {}
     for mode, rate_key in zip(("vbr", reference), rate_keys):
         pairs = {(p[rate_key], p[metric]) for p in points if p["mode"] == mode and p[metric] is not None}
@@ -633,7 +678,10 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         + (f", {len(result.skipped)} unreadable clips skipped" if result.skipped else "")
         + ". VBR: levels " + ", ".join(f"{level:g}" for level in result.levels)
         + "; CBR: " + ", ".join(str(n) for n in result.n_quantizers) + " codebooks"
-        + ("; BASELINE: a second, constant-bitrate model at the same counts." if result.baseline else ".")
+        + ("; BASELINE: a second, constant-bitrate model at the same counts" if result.baseline else "")
+        + ("; OPUS: libopus at " + ", ".join(f"{kbps:g}" for kbps in result.opus_kbps) + " kbps targets"
+           if result.opus_kbps else "")
+        + "."
     )
     if config is not None:
         lines.append(
@@ -695,20 +743,26 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
             "",
             *_bd_table(summary["bd_rate_coded"], categories, metrics),
         ]
-    if result.baseline:
-        lines += [
-            "",
-            "## BD-rate of VBR against the baseline",
-            "",
-            "The same comparison against the baseline model's constant-bitrate points (BASELINE rows), placed "
-            "at its payload bitrate: VBR against a codec trained for constant bitrate rather than against this "
-            "model's own CBR mode.",
-            "",
-            *_bd_table(summary["bd_rate_baseline"], categories, metrics),
-        ]
+    references = {
+        "baseline": (
+            "the baseline", "The same comparison against the baseline model's constant-bitrate points (BASELINE "
+            "rows), placed at its payload bitrate: VBR against a codec trained for constant bitrate rather than "
+            "against this model's own CBR mode."
+        ),
+        "opus": (
+            "Opus", "VBR against the classical anchor (OPUS rows: libopus, its own VBR, default audio "
+            "application), placed at the bitrate of its packets (the Ogg container's overhead left out). n/a "
+            "where the two quality ranges do not overlap."
+        ),
+    }
+    for reference, (name, text) in references.items():
+        if f"bd_rate_{reference}" not in summary:
+            continue
+        lines += ["", f"## BD-rate of VBR against {name}", "", text, "",
+                  *_bd_table(summary[f"bd_rate_{reference}"], categories, metrics)]
         if coded:
-            lines += ["", "With entropy coding (placed as above):", "",
-                      *_bd_table(summary["bd_rate_baseline_coded"], categories, metrics)]
+            lines += ["", "With entropy coding (VBR at its coded kbps; the reference as in the first table "
+                      "above):", "", *_bd_table(summary[f"bd_rate_{reference}_coded"], categories, metrics)]
     if result.skipped:
         lines += ["", "Skipped clips: " + "; ".join(f"{name} ({reason[:80]})" for name, reason in result.skipped)]
     return "\n".join(lines) + "\n"
