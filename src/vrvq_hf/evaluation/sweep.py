@@ -11,7 +11,8 @@ BD-rate convention (honest against VBR): the CBR curve is placed at its *payload
 codec needs no per-frame side information), the VBR curve at its *total* bitrate including side
 information. The BD-rate of VBR against CBR therefore charges VBR for every bit it sends. A sweep given a
 ``baseline`` model (a codec trained for constant bitrate) also codes every clip with it at the CBR counts
-and places VBR against those points the same way.
+and places VBR against those points the same way; ``opus_kbps`` adds a classical anchor, Opus
+(:mod:`~vrvq_hf.evaluation.anchors`), at the rate of its packets.
 
 Clip sources are lazy (:class:`ClipSource`): a local folder (:func:`folder_sources`, category per
 sub-folder or given) or a ``datasets`` dataset (:func:`dataset_sources`, by hub id or object).
@@ -747,22 +748,24 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         "baseline": (
             "the baseline", "The same comparison against the baseline model's constant-bitrate points (BASELINE "
             "rows), placed at its payload bitrate: VBR against a codec trained for constant bitrate rather than "
-            "against this model's own CBR mode."
+            "against this model's own CBR mode.",
+            "VBR at its coded kbps, the baseline at the entropy-coded size of its codes alone (coded codes kbps)",
         ),
         "opus": (
             "Opus", "VBR against the classical anchor (OPUS rows: libopus, its own VBR, default audio "
             "application), placed at the bitrate of its packets (the Ogg container's overhead left out). n/a "
-            "where the two quality ranges do not overlap."
+            "where the two quality ranges do not overlap.",
+            "VBR at its coded kbps, Opus at its packets as above",
         ),
     }
-    for reference, (name, text) in references.items():
+    for reference, (name, text, coded_text) in references.items():
         if f"bd_rate_{reference}" not in summary:
             continue
         lines += ["", f"## BD-rate of VBR against {name}", "", text, "",
                   *_bd_table(summary[f"bd_rate_{reference}"], categories, metrics)]
         if coded:
-            lines += ["", "With entropy coding (VBR at its coded kbps; the reference as in the first table "
-                      "above):", "", *_bd_table(summary[f"bd_rate_{reference}_coded"], categories, metrics)]
+            lines += ["", f"With entropy coding ({coded_text}):", "",
+                      *_bd_table(summary[f"bd_rate_{reference}_coded"], categories, metrics)]
     if result.skipped:
         lines += ["", "Skipped clips: " + "; ".join(f"{name} ({reason[:80]})" for name, reason in result.skipped)]
     return "\n".join(lines) + "\n"
