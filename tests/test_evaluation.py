@@ -387,15 +387,27 @@ def test_dataset_source_with_a_category_column():
         dataset_sources(datasets.Dataset.from_list(items), audio_column="sound")
 
 
-def test_command_line(tmp_path):
+def _evaluate_script():
+    """scripts/evaluate.py as a module (its main() is the command line)."""
     spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
+    return cli
+
+
+def _saved_model_and_clip(tmp_path: Path) -> VRVQModel:
+    """A seeded tiny model saved in tmp_path/model, and one second of speech-like audio in tmp_path/data."""
     torch.manual_seed(0)
-    VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
-    sf.write(tmp_path / "clip.wav", voiced(1.0), SR)
+    model = VRVQModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
     (tmp_path / "data").mkdir()
-    (tmp_path / "clip.wav").rename(tmp_path / "data" / "clip.wav")
+    sf.write(tmp_path / "data" / "clip.wav", voiced(1.0), SR)
+    return model
+
+
+def test_command_line(tmp_path):
+    cli = _evaluate_script()
+    _saved_model_and_clip(tmp_path)
     code = cli.main([
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
         "--levels", "0.5,2", "--cbr", "1,4", "--metrics", "mel,sisdr", "--no-figures",
@@ -463,14 +475,8 @@ def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
     from vrvq_hf.cli import main as vrvq_main
     from vrvq_hf.entropy import estimate_tables
 
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    torch.manual_seed(0)
-    model = VRVQModel(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
-    (tmp_path / "data").mkdir()
-    sf.write(tmp_path / "data" / "clip.wav", voiced(1.0), SR)
+    cli = _evaluate_script()
+    model = _saved_model_and_clip(tmp_path)
     arguments = [
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
         "--levels", "0.5,2", "--cbr", "1,4", "--metrics", "mel", "--no-figures", "--entropy",
@@ -557,16 +563,10 @@ def test_a_baseline_must_code_the_same_audio(tmp_path):
 def test_command_line_baseline_with_entropy_coding(tmp_path):
     from vrvq_hf.entropy import estimate_tables
 
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    torch.manual_seed(0)
-    model = VRVQModel(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
+    cli = _evaluate_script()
+    model = _saved_model_and_clip(tmp_path)
     torch.manual_seed(2)
     VRVQModel(tiny_config(use_importance_subnet=False)).save_pretrained(tmp_path / "cbr")
-    (tmp_path / "data").mkdir()
-    sf.write(tmp_path / "data" / "clip.wav", voiced(1.0), SR)
     arguments = [
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
         "--levels", "0.5,2", "--cbr", "1,2,4", "--metrics", "mel", "--no-figures", "--entropy",
