@@ -12,11 +12,12 @@ import functools
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OPUS_KBPS_RANGE", "OpusUnavailableError", "opus_available", "opus_round_trip"]
+__all__ = ["OPUS_KBPS_RANGE", "OpusUnavailableError", "check_opus_targets", "opus_available", "opus_round_trip"]
 
 OPUS_KBPS_RANGE = (6.0, 256.0)  # what libopus accepts for one channel
 
@@ -34,6 +35,21 @@ def opus_available() -> bool:
     return " libopus " in listing.stdout
 
 
+def check_opus_targets(kbps: Sequence[float]) -> None:
+    """Raises ValueError for a target outside what libopus codes, OpusUnavailableError without ffmpeg."""
+    low, high = OPUS_KBPS_RANGE
+    bad = [float(k) for k in kbps if not low <= float(k) <= high]
+    if bad:
+        raise ValueError(
+            f"Opus target bitrates must be in {low:g}..{high:g} kbps (libopus codes one channel at {low:g} to "
+            f"{high:g} kbps, got {', '.join(f'{k:g}' for k in bad)})"
+        )
+    if not opus_available():
+        raise OpusUnavailableError(
+            "the Opus anchor needs the ffmpeg and ffprobe command lines with libopus (e.g. apt-get install ffmpeg)"
+        )
+
+
 def _run(command: list[str]) -> bytes:
     done = subprocess.run(command, capture_output=True, check=False, timeout=300)
     if done.returncode != 0:
@@ -47,13 +63,7 @@ def opus_round_trip(audio: np.ndarray, sampling_rate: int, kbps: float) -> tuple
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise ValueError(f"opus_round_trip takes mono audio of shape (samples,), got {audio.shape}")
-    low, high = OPUS_KBPS_RANGE
-    if not low <= float(kbps) <= high:
-        raise ValueError(f"Opus codes one channel at {low:g} to {high:g} kbps, got {kbps!r}")
-    if not opus_available():
-        raise OpusUnavailableError(
-            "the Opus anchor needs the ffmpeg and ffprobe command lines with libopus (e.g. apt-get install ffmpeg)"
-        )
+    check_opus_targets([kbps])
     import soundfile
 
     with tempfile.TemporaryDirectory(prefix="vrvq_opus_") as folder:
@@ -68,4 +78,4 @@ def opus_round_trip(audio: np.ndarray, sampling_rate: int, kbps: float) -> tuple
     payload_bits = 8 * sum(int(line) for line in sizes.decode().split())
     decoded = np.frombuffer(raw, dtype="<f4")[: audio.size]
     decoded = np.pad(decoded, (0, audio.size - decoded.size))  # the decoder trims to the granule position
-    return decoded.astype(np.float32), payload_bits / (audio.size / sampling_rate) / 1000.0
+    return decoded, payload_bits / (audio.size / sampling_rate) / 1000.0

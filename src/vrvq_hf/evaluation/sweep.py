@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .anchors import OPUS_KBPS_RANGE, OpusUnavailableError, opus_available, opus_round_trip
+from .anchors import check_opus_targets, opus_round_trip
 from .bd_rate import bd_rate, is_monotone
 from .metrics import METRICS, compute_metrics
 
@@ -430,11 +430,8 @@ def run_sweep(
             raise ValueError("give code tables for both the model and the baseline, or for neither")
         baseline.eval()
     opus_kbps = tuple(float(kbps) for kbps in opus_kbps)
-    low, high = OPUS_KBPS_RANGE
-    if any(not low <= kbps <= high for kbps in opus_kbps):
-        raise ValueError(f"Opus target bitrates must be in {low:g}..{high:g} kbps, got {list(opus_kbps)}")
-    if opus_kbps and not opus_available():
-        raise OpusUnavailableError("the Opus anchor needs the ffmpeg and ffprobe command lines with libopus")
+    if opus_kbps:
+        check_opus_targets(opus_kbps)  # before any clip is coded
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips must be >= 1, got {max_clips}")
     if not sources:
