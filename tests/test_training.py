@@ -141,7 +141,13 @@ def test_the_shipped_models_stages_chain():
     cbr = load_training_config("local_small_cbr")
     assert cbr.model == {**stage4.model, "use_importance_subnet": False, "quantizer_dropout": 0.5}
     assert (cbr.init_from, cbr.optim, cbr.data) == (stage4.init_from, stage4.optim, stage4.data)
-    assert len({c.run.output_dir for c in (stage1, stage2, stage3, stage4, cbr)}) == 5
+    # stage five trains the allocation: the subnet at the paper's 1e-4, the codec at a tenth of it
+    stage5 = load_training_config("local_small_stage5")
+    assert stage5.model == stage4.model and stage5.init_from.endswith("local_small_stage4/export/step-00006000")
+    assert stage5.optim.lr_multipliers == {"encoder": 0.1, "quantizer": 0.1, "decoder": 0.1, "importance_subnet": 1.0}
+    assert stage5.optim.learning_rate * stage5.optim.lr_decay**8000 == pytest.approx(1e-5, rel=0.01)
+    assert len({c.run.output_dir for c in (stage1, stage2, stage3, stage4, stage5, cbr)}) == 6
+
 
 def _run_train(args, env_extra=None, **kwargs):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
