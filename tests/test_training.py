@@ -186,7 +186,9 @@ def test_sigkill_then_resume_from_the_newest_complete_checkpoint(audiofolder, tm
 
 def test_two_processes_train_together_and_agree(audiofolder, tmp_path):
     script = tmp_path / "two.py"
-    sets = _overrides(audiofolder, tmp_path / "run", **{"optim.max_steps": "2", "run.checkpoint_every": "1000"})
+    sets = _overrides(audiofolder, tmp_path / "run", **{
+        "optim.max_steps": "2", "run.checkpoint_every": "1000", "optim.lr_decay": "0.5",
+    })
     script.write_text(textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {os.path.join(REPO, "src")!r})
@@ -198,7 +200,8 @@ def test_two_processes_train_together_and_agree(audiofolder, tmp_path):
         start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         trainer.train()
         end = torch.cat([p.detach().flatten() for p in model.parameters()])
-        torch.save({{"start": start, "end": end, "world": acc.num_processes, "shard": trainer.stream.process_index}},
+        torch.save({{"start": start, "end": end, "world": acc.num_processes, "shard": trainer.stream.process_index,
+                    "lr": trainer.opt_g.param_groups[0]["lr"]}},
                    {str(tmp_path)!r} + f"/rank{{acc.process_index}}.pt")
     """))
     env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -211,11 +214,16 @@ def test_two_processes_train_together_and_agree(audiofolder, tmp_path):
     assert torch.equal(ranks[0]["start"], ranks[1]["start"])
     assert torch.equal(ranks[0]["end"], ranks[1]["end"])  # gradients were averaged: the replicas agree
     assert not torch.equal(ranks[0]["start"], ranks[0]["end"])  # and they did train
+    # the schedule counts optimiser steps, not steps x processes: 2 steps of decay 0.5 from 1e-3
+    assert [r["lr"] for r in ranks] == [pytest.approx(1e-3 * 0.5**2)] * 2
 
 
 def test_warm_start_with_a_fresh_importance_subnet_and_its_own_learning_rate(audiofolder, tmp_path):
-    first = Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "a", **{"optim.max_steps": "2"})))
+    first = Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "a", **{
+        "optim.max_steps": "2", "optim.gradient_accumulation_steps": "2", "optim.lr_decay": "0.5",
+    })))
     first.train()
+    assert first.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)  # one decay per optimiser step
     source = tmp_path / "a" / "export" / "final"
     trained = VRVQModel.from_pretrained(source).state_dict()
     config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "b", **{

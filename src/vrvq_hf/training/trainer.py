@@ -262,7 +262,7 @@ class Trainer:
             if acc.sync_gradients:
                 acc.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip_discriminator)
             self.opt_d.step()
-            self.sched_d.step()
+            self._step_schedule(self.sched_d, self.opt_d)
             self.opt_d.zero_grad(set_to_none=True)
             logs["d"] = loss_d.item()
 
@@ -289,7 +289,7 @@ class Trainer:
         if acc.sync_gradients:
             logs["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip_generator))
         self.opt_g.step()
-        self.sched_g.step()
+        self._step_schedule(self.sched_g, self.opt_g)
         self.opt_g.zero_grad(set_to_none=True)
         logs.update(
             loss=loss_g.item(),
@@ -301,6 +301,13 @@ class Trainer:
             codebooks=out.num_codebooks.float().mean().item(),
         )
         return logs
+
+    def _step_schedule(self, scheduler: Any, optimizer: Any) -> None:
+        """One step of a learning-rate schedule per optimiser step. Accelerate's own `scheduler.step()`
+        steps once per process (it assumes each process loads a full batch; here processes share the global
+        batch), which would decay N processes' learning rate N times faster than `optim.lr_decay` says."""
+        if self.accelerator.sync_gradients and not optimizer.step_was_skipped:
+            scheduler.scheduler.step()
 
     def _rate_ramp(self) -> float:
         """Factor of the rate term: 1, or a linear ramp over `loss.rate_warmup_steps`."""
