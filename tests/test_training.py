@@ -97,11 +97,33 @@ def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
     assert trainer._rate_ramp() == pytest.approx(0.25)
 
 
+def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_path):
+    def config(steps: int):
+        return load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{
+            "optim.max_steps": str(steps), "optim.warmup_steps": "4", "optim.lr_decay": "0.5",
+            "run.checkpoint_every": "1",
+        }))
+
+    trainer = Trainer(config(3))
+    lrs = []
+    for _ in range(3):  # step s (1-based) runs at lr * s/4 * decay**(s-1)
+        lrs.append(trainer.opt_g.param_groups[0]["lr"])
+        trainer.config.optim.max_steps = len(lrs)
+        trainer.train()
+    assert lrs == [pytest.approx(1e-3 * f) for f in (0.25, 0.25, 0.1875)]
+    resumed = Trainer(config(5), resume=True)
+    assert resumed.progress.step == 3 and resumed.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.125)
+    resumed.train()
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**5)  # warm-up over, decay alone
+
+
 def test_config_errors_fail_before_the_first_step(audiofolder, tmp_path):
     with pytest.raises(ValueError, match="config.optim.batchsize"):
         load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.batchsize": "4"}))
     with pytest.raises(ValueError, match="VRVQConfig.surrogate"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"model.surrogate": "relu"})))
+    with pytest.raises(ValueError, match="optim.warmup_steps must be an int >= 0"):
+        load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.warmup_steps": "-5"}))
     with pytest.raises(ValueError, match="excerpt_seconds"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"data.excerpt_seconds": "0.0001"})))
     with pytest.raises(ValueError, match="not a known corpus"):

@@ -6,7 +6,8 @@ One optimisation step (SPEC section 5):
   3. generator step: 15 * multi-scale mel L1 + 2 * feature matching + 1 * adversarial
      + the model's commitment, codebook and rate terms with the VRVQConfig weights (the rate term
      optionally ramped in over `loss.rate_warmup_steps`); gradient clipped at 1000.
-Both use AdamW (lr 1e-4, betas 0.8/0.99) with an exponential decay per step.
+Both use AdamW (lr 1e-4, betas 0.8/0.99) with an exponential decay per optimiser step (one step however
+many processes share the batch), optionally after a linear warm-up (`optim.warmup_steps`).
 
 Checkpoints (`accelerator.save_state`: models, optimisers, schedulers, RNG, step and data position) are
 written to `checkpoints/.tmp-step-N` and renamed to `checkpoints/step-N` only once complete, so a crash
@@ -41,7 +42,7 @@ from ..data import (
 from ..feature_extraction_vrvq import VRVQFeatureExtractor
 from ..modeling_vrvq import VRVQModel
 from ..spectral import MultiScaleMelLoss
-from .config import SourceSpec, TrainingConfig, check_training_config
+from .config import OptimSection, SourceSpec, TrainingConfig, check_training_config
 from .discriminators import Discriminator
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 
@@ -152,10 +153,10 @@ class Trainer:
             return torch.optim.AdamW(params, lr=optim.learning_rate, betas=tuple(optim.betas))
 
         opt_g = adamw(generator_parameter_groups(model, optim.learning_rate, optim.lr_multipliers))
-        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=optim.lr_decay)
+        sched_g = learning_rate_schedule(opt_g, optim)
         if discriminator is not None:
             opt_d = adamw(discriminator.parameters())
-            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=optim.lr_decay)
+            sched_d = learning_rate_schedule(opt_d, optim)
             self.model, self.discriminator, self.opt_g, self.opt_d, self.sched_g, self.sched_d = acc.prepare(
                 model, discriminator, opt_g, opt_d, sched_g, sched_d
             )
@@ -387,6 +388,21 @@ class Trainer:
             with open(os.path.join(folder, "training_state.json"), "w") as handle:
                 json.dump({**self.progress.state_dict(), "training_config": self.config.to_dict()}, handle, indent=2)
         acc.wait_for_everyone()
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, optim: OptimSection
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Exponential decay by `optim.lr_decay` per step, times a linear warm-up from 1/warmup_steps to 1 over
+    the first `optim.warmup_steps` steps when that is > 0 (without one, the scheduler and its checkpoint
+    state are a plain ExponentialLR, as before warm-up existed)."""
+    decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=optim.lr_decay)
+    if optim.warmup_steps == 0:
+        return decay
+    warmup = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / optim.warmup_steps, total_iters=optim.warmup_steps - 1
+    )
+    return torch.optim.lr_scheduler.ChainedScheduler([decay, warmup], optimizer)
 
 
 def generator_parameter_groups(
