@@ -100,7 +100,7 @@ def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
 def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_path):
     def config(steps: int):
         return load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{
-            "optim.max_steps": str(steps), "optim.warmup_steps": "4", "optim.lr_decay": "0.5",
+            "optim.max_steps": str(steps), "optim.lr_warmup_steps": "4", "optim.lr_decay": "0.5",
             "run.checkpoint_every": "1",
         }))
 
@@ -122,8 +122,8 @@ def test_config_errors_fail_before_the_first_step(audiofolder, tmp_path):
         load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.batchsize": "4"}))
     with pytest.raises(ValueError, match="VRVQConfig.surrogate"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"model.surrogate": "relu"})))
-    with pytest.raises(ValueError, match="optim.warmup_steps must be an int >= 0"):
-        load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.warmup_steps": "-5"}))
+    with pytest.raises(ValueError, match="optim.lr_warmup_steps must be an int >= 0"):
+        load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.lr_warmup_steps": "-5"}))
     with pytest.raises(ValueError, match="excerpt_seconds"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"data.excerpt_seconds": "0.0001"})))
     with pytest.raises(ValueError, match="not a known corpus"):

@@ -63,9 +63,9 @@ class OptimSection:
     # Not in the paper (one rate for all there): learning-rate factors for parts of the generator, by
     # top-level module name (encoder, importance_subnet, quantizer, decoder), e.g. {importance_subnet: 0.3}.
     lr_multipliers: dict[str, float] = field(default_factory=dict)
-    # Not in the paper: ramp the learning rate linearly from 1/warmup_steps of its value over this many steps
-    # (on top of the decay; 0 = off). Meant for restarts with a fresh optimiser (init_from).
-    warmup_steps: int = 0
+    # Not in the paper: ramp the learning rate linearly from 1/lr_warmup_steps of its value over this many
+    # steps (on top of the decay; 0 = off). Meant for restarts with a fresh optimiser (init_from).
+    lr_warmup_steps: int = 0
 
 
 @dataclass
@@ -215,8 +215,8 @@ def check_training_config(config: TrainingConfig) -> None:
             raise ValueError(f"optim.{name} must be a positive int, got {getattr(optim, name)!r}")
     if optim.mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"optim.mixed_precision must be no, fp16 or bf16, got {optim.mixed_precision!r}")
-    if not isinstance(optim.warmup_steps, int) or optim.warmup_steps < 0:
-        raise ValueError(f"optim.warmup_steps must be an int >= 0, got {optim.warmup_steps!r}")
+    if not isinstance(optim.lr_warmup_steps, int) or optim.lr_warmup_steps < 0:
+        raise ValueError(f"optim.lr_warmup_steps must be an int >= 0, got {optim.lr_warmup_steps!r}")
     if not 0 < optim.lr_decay <= 1:
         raise ValueError(f"optim.lr_decay must be in (0, 1], got {optim.lr_decay}")
     for name, factor in optim.lr_multipliers.items():

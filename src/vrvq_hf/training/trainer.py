@@ -7,7 +7,7 @@ One optimisation step (SPEC section 5):
      + the model's commitment, codebook and rate terms with the VRVQConfig weights (the rate term
      optionally ramped in over `loss.rate_warmup_steps`); gradient clipped at 1000.
 Both use AdamW (lr 1e-4, betas 0.8/0.99) with an exponential decay per optimiser step (one step however
-many processes share the batch), optionally after a linear warm-up (`optim.warmup_steps`).
+many processes share the batch), optionally after a linear warm-up (`optim.lr_warmup_steps`).
 
 Checkpoints (`accelerator.save_state`: models, optimisers, schedulers, RNG, step and data position) are
 written to `checkpoints/.tmp-step-N` and renamed to `checkpoints/step-N` only once complete, so a crash
@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
+from accelerate.scheduler import AcceleratedScheduler
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -303,7 +305,7 @@ class Trainer:
         )
         return logs
 
-    def _step_schedule(self, scheduler: Any, optimizer: Any) -> None:
+    def _step_schedule(self, scheduler: AcceleratedScheduler, optimizer: AcceleratedOptimizer) -> None:
         """One step of a learning-rate schedule per optimiser step. Accelerate's own `scheduler.step()`
         steps once per process (it assumes each process loads a full batch; here processes share the global
         batch), which would decay N processes' learning rate N times faster than `optim.lr_decay` says."""
@@ -393,14 +395,14 @@ class Trainer:
 def learning_rate_schedule(
     optimizer: torch.optim.Optimizer, optim: OptimSection
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Exponential decay by `optim.lr_decay` per step, times a linear warm-up from 1/warmup_steps to 1 over
-    the first `optim.warmup_steps` steps when that is > 0 (without one, the scheduler and its checkpoint
-    state are a plain ExponentialLR, as before warm-up existed)."""
+    """Exponential decay by `optim.lr_decay` per step, times a linear warm-up from 1/lr_warmup_steps to 1
+    over the first `optim.lr_warmup_steps` steps when that is > 0 (without one, the scheduler and its
+    checkpoint state are a plain ExponentialLR, as before warm-up existed)."""
     decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=optim.lr_decay)
-    if optim.warmup_steps == 0:
+    if optim.lr_warmup_steps == 0:
         return decay
     warmup = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=1.0 / optim.warmup_steps, total_iters=optim.warmup_steps - 1
+        optimizer, start_factor=1.0 / optim.lr_warmup_steps, total_iters=optim.lr_warmup_steps - 1
     )
     return torch.optim.lr_scheduler.ChainedScheduler([decay, warmup], optimizer)
 
