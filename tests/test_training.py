@@ -168,7 +168,20 @@ def test_the_shipped_models_stages_chain():
     assert stage5.model == stage4.model and stage5.init_from.endswith("local_small_stage4/export/step-00006000")
     assert stage5.optim.lr_multipliers == {"encoder": 0.1, "quantizer": 0.1, "decoder": 0.1, "importance_subnet": 1.0}
     assert stage5.optim.learning_rate * stage5.optim.lr_decay**8000 == pytest.approx(1e-5, rel=0.01)
-    assert len({c.run.output_dir for c in (stage1, stage2, stage3, stage4, stage5, cbr)}) == 6
+    # stage six trains everything again, with the paper's category shares (3 speech : 2 music : 1 general)
+    stage6 = load_training_config("local_small_stage6")
+    assert stage6.model == stage5.model and stage6.init_from.endswith("local_small_stage5/export/step-00007000")
+    assert set(stage6.optim.lr_multipliers.values()) == {1.0} and stage6.optim.lr_warmup_steps == 300
+    assert stage6.optim.learning_rate * stage6.optim.lr_decay**12000 == pytest.approx(1e-5, rel=0.01)
+    assert stage6.data.category_weights == {"speech": 3.0, "music": 2.0, "general": 1.0}
+    assert stage5.data.category_weights is None and stage6.data.train == stage5.data.train
+    # stage seven anneals stage six's model after 3000 steps, with the same shares
+    stage7 = load_training_config("local_small_stage7")
+    assert stage7.model == stage6.model and stage7.init_from.endswith("local_small_stage6/export/step-00003000")
+    assert stage7.data == stage6.data and stage7.optim.lr_multipliers == stage6.optim.lr_multipliers
+    assert stage7.optim.learning_rate * stage7.optim.lr_decay**6000 == pytest.approx(5e-6, rel=0.01)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, cbr)
+    assert len({c.run.output_dir for c in stages}) == len(stages)
 
 
 def _run_train(args, env_extra=None, **kwargs):

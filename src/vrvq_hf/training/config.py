@@ -2,7 +2,7 @@
 
 Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's recipe), `cbr_dac` (the
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
-estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage5` (the five
+estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage7` (the seven
 stages of the model shipped with the package), `local_small_cbr` (its constant-bitrate control).
 """
 
