@@ -643,3 +643,49 @@ def test_sweep_with_the_opus_anchor(tmp_path):
     assert any(p.name == "rd_mel.png" for p in written)
     with pytest.raises(ValueError, match="Opus target bitrates must be in 6..256 kbps"):
         run_sweep(model, folder_sources(tmp_path), opus_kbps=(4,), metrics=["mel"], progress=False)
+
+
+# ---------------------------------------------------------------------------------- quantizer geometry
+def test_quantizer_geometry_matches_the_prefix_sums_that_encode_sends():
+    from vrvq_hf.evaluation.rvq_geometry import quantizer_geometry
+
+    model = _model()
+    clips = [torch.from_numpy(voiced(0.5, seed=s)).float() for s in range(2)]
+    geometry = quantizer_geometry(model, clips)
+    n_codebooks = model.config.n_codebooks
+    assert geometry.frames == sum(math.ceil(c.numel() / model.config.hop_length) for c in clips)
+    assert geometry.residual_energy.shape == geometry.cosine.shape == geometry.prefix_error.shape == (n_codebooks,)
+    assert geometry.residual_energy[0] == pytest.approx(geometry.latent_energy, rel=1e-6)
+    # what is left after stage k is what enters stage k + 1
+    assert np.allclose(geometry.residual_energy[1:], geometry.prefix_error[:-1] * geometry.latent_energy, rtol=1e-5)
+    assert np.all(np.abs(geometry.cosine) <= 1.0)
+    # the prefix error after n stages is the distance of encode's CBR-n latent from the encoder latent
+    error, energy = 0.0, 0.0
+    with torch.no_grad():
+        for clip in clips:
+            x = clip[None, None]
+            frames = model._frames(x, None)
+            latent, _ = model.encoder(frames.waveform)
+            quantized = model.encode(x, n_quantizers=2).quantized_representation
+            error += (quantized - latent).pow(2).sum().item()
+            energy += latent.pow(2).sum().item()
+    assert geometry.prefix_error[1] == pytest.approx(error / energy, rel=1e-4)
+    with pytest.raises(ValueError, match="no clips"):
+        quantizer_geometry(model, [])
+    with pytest.raises(ValueError, match="mono waveform"):
+        quantizer_geometry(model, [torch.zeros(1, 100)])
+
+
+def test_quantizer_geometry_command_line(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("rvq_geometry_cli", Path(__file__).parents[1] / "scripts" / "rvq_geometry.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    root = _write_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
+    output = tmp_path / "geometry.json"
+    assert cli.main([str(tmp_path / "model"), "--data-dir", str(root), "--max-clips", "1", "--output", str(output)]) == 0
+    figures = json.loads(output.read_text())["categories"]
+    assert sorted(figures) == ["music", "speech"] and figures["speech"]["clips"] == 1
+    assert "broken.wav" in capsys.readouterr().err  # the unreadable clip is skipped and named
+    assert len(figures["music"]["prefix_error"]) == 4

@@ -418,6 +418,33 @@ def test_training_forward_losses_and_gradients():
     assert subnet_grad > 0 and encoder_grad > 0
 
 
+def test_latent_loss_is_off_by_default_and_measures_the_quantized_latent_when_on():
+    """The optional latent term: 0 in the paper's recipe; with a weight, the squared distance of the
+    quantized latent from the encoder latent relative to the item's mean latent energy, in the loss, and
+    its gradient reaches the stages' output projections (which the paper's VQ losses never touch)."""
+    x = torch.cat([speech_like(0.25, seed=s) for s in range(2)])
+    torch.manual_seed(0)
+    off = VRVQModel(tiny_config(full_codebook_rate=1.0)).train()(x)
+    assert off.latent_loss.item() == 0.0
+    torch.manual_seed(0)
+    model = VRVQModel(tiny_config(full_codebook_rate=1.0, latent_loss_weight=0.5)).train()
+    out = model(x)
+    frames = model._frames(x, None)
+    assert frames.frame_valid.all()
+    latent, _ = model.encoder(frames.waveform)
+    error = (out.quantized_representation - latent).pow(2).sum(dim=1)  # (B, F): all codebooks, all frames valid
+    expected = (error / latent.pow(2).sum(dim=1).mean(dim=1, keepdim=True)).mean()
+    assert out.latent_loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert out.loss.item() == pytest.approx(
+        (0.25 * out.commitment_loss + out.codebook_loss + 0.5 * out.latent_loss).item(), rel=1e-6
+    )
+    out.latent_loss.backward()
+    for stage in model.quantizer.stages:
+        assert sum(p.grad.abs().sum() for p in stage.out_proj.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="latent_loss_weight"):
+        tiny_config(latent_loss_weight=-1.0)
+
+
 def test_reconstruction_gradient_reaches_subnet_only_through_the_mask():
     """With the rate loss off, the subnet still learns from reconstruction: that is the surrogate's job."""
     torch.manual_seed(0)

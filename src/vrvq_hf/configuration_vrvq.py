@@ -56,6 +56,11 @@ class VRVQConfig(PreTrainedConfig):
             baseline (`use_importance_subnet=False`), where DAC uses 0.5.
         commitment_loss_weight (`float`, defaults to 0.25), codebook_loss_weight (`float`, defaults to 1.0),
         rate_loss_weight (`float`, defaults to 2.0): weights of the model's own loss terms.
+        latent_loss_weight (`float`, defaults to 0.0): weight of an optional term that is not in the paper: the
+            squared distance between the masked quantized latent and the encoder latent, relative to the item's
+            mean latent energy (`VRVQOutput.latent_loss`). The paper's VQ losses live in the projected
+            codebook space only; this ties the sum of the stages' outputs back to the latent they quantize.
+            0 keeps the paper's recipe.
     """
 
     model_type = "vrvq"
@@ -84,6 +89,7 @@ class VRVQConfig(PreTrainedConfig):
     commitment_loss_weight: float = 0.25
     codebook_loss_weight: float = 1.0
     rate_loss_weight: float = 2.0
+    latent_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.downsampling_ratios = [int(r) for r in self.downsampling_ratios]
@@ -139,7 +145,10 @@ class VRVQConfig(PreTrainedConfig):
                 "quantizer_dropout",
                 "is for the constant-bitrate baseline only (use_importance_subnet=False); the VBR model uses 0",
             )
-        for name in ("commitment_loss_weight", "codebook_loss_weight", "rate_loss_weight", "initializer_range"):
+        for name in (
+            "commitment_loss_weight", "codebook_loss_weight", "rate_loss_weight", "latent_loss_weight",
+            "initializer_range",
+        ):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0, got {getattr(self, name)}")
 

@@ -5,7 +5,8 @@ One optimisation step (SPEC section 5):
   2. discriminator step on real vs reconstructed audio (least squares), gradient clipped at 10;
   3. generator step: 15 * multi-scale mel L1 + 2 * feature matching + 1 * adversarial
      + the model's commitment, codebook and rate terms with the VRVQConfig weights (the rate term
-     optionally ramped in over `loss.rate_warmup_steps`); gradient clipped at 1000.
+     optionally ramped in over `loss.rate_warmup_steps`; the optional latent term, off in the paper's
+     recipe, with `latent_loss_weight`); gradient clipped at 1000.
 Both use AdamW (lr 1e-4, betas 0.8/0.99) with an exponential decay per optimiser step (one step however
 many processes share the batch), optionally after a linear warm-up (`optim.lr_warmup_steps`).
 
@@ -276,6 +277,7 @@ class Trainer:
             + model_cfg.commitment_loss_weight * out.commitment_loss
             + model_cfg.codebook_loss_weight * out.codebook_loss
             + model_cfg.rate_loss_weight * self._rate_ramp() * out.rate_loss
+            + model_cfg.latent_loss_weight * out.latent_loss
         )
         if adversarial:
             critic = acc.unwrap_model(self.discriminator)
@@ -300,6 +302,7 @@ class Trainer:
             commitment=out.commitment_loss.item(),
             codebook=out.codebook_loss.item(),
             rate=out.rate_loss.item(),
+            latent=out.latent_loss.item(),
             kbps=out.bitrate_kbps.float().mean().item(),
             codebooks=out.num_codebooks.float().mean().item(),
         )

@@ -74,7 +74,8 @@ class VRVQDecoderOutput(ModelOutput):
 class VRVQOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`):
-        commitment_loss_weight * commitment + codebook_loss_weight * codebook + rate_loss_weight * rate.
+        commitment_loss_weight * commitment + codebook_loss_weight * codebook + rate_loss_weight * rate
+        + latent_loss_weight * latent.
     audio_values (`torch.FloatTensor` of shape `(batch_size, 1, samples)`):
         Reconstruction, as long as the input.
     commitment_loss, codebook_loss (`torch.FloatTensor` of shape `()`):
@@ -85,6 +86,10 @@ class VRVQOutput(ModelOutput):
     audio_codes, codebook_mask, num_codebooks, importance_map, quantized_representation, bitrate_kbps, level:
         As in [`VRVQEncoderOutput`] (in training mode `level` is the sampled level, also for the items that
         used all codebooks, and `codebook_mask` the forward value of the straight-through mask).
+    latent_loss (`torch.FloatTensor` of shape `()`):
+        Squared distance between the (masked) quantized latent and the encoder latent per valid frame,
+        divided by the item's mean latent energy over its valid frames, averaged over items and valid frames
+        (computed only when `latent_loss_weight` > 0, else 0).
     """
 
     loss: torch.FloatTensor | None = None
@@ -99,6 +104,7 @@ class VRVQOutput(ModelOutput):
     quantized_representation: torch.FloatTensor | None = None
     bitrate_kbps: torch.Tensor | None = None
     level: torch.FloatTensor | None = None
+    latent_loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -467,6 +473,7 @@ class VRVQModel(VRVQPreTrainedModel):
             zero = audio.new_zeros(())
             output = VRVQOutput(
                 loss=zero, audio_values=audio, commitment_loss=zero, codebook_loss=zero, rate_loss=zero,
+                latent_loss=zero,
                 **{k: getattr(encoded, k) for k in (
                     "audio_codes", "codebook_mask", "num_codebooks", "importance_map",
                     "quantized_representation", "bitrate_kbps", "level",
@@ -516,6 +523,13 @@ class VRVQModel(VRVQPreTrainedModel):
         frame_count = valid.sum().clamp(min=1)
         commitment_loss = (quantized.commitment_loss * weights).sum() / frame_count
         codebook_loss = (quantized.codebook_loss * weights).sum() / frame_count
+        latent_loss = latent.new_zeros(())
+        if config.latent_loss_weight > 0:
+            target = latent.detach()
+            item_energy = (target.pow(2).sum(dim=1) * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)  # (B,)
+            item_energy = item_energy.clamp(min=torch.finfo(target.dtype).tiny)
+            error = (quantized.quantized - target).pow(2).sum(dim=1) / item_energy[:, None]  # (B, F)
+            latent_loss = (error * valid).sum() / frame_count
         audio = self.decoder(quantized.quantized, frames.frame_lengths if frames.needs_mask else None)
         audio = audio[..., : input_values.shape[-1]]
         hard = weights > 0.5
@@ -524,6 +538,7 @@ class VRVQModel(VRVQPreTrainedModel):
             config.commitment_loss_weight * commitment_loss
             + config.codebook_loss_weight * codebook_loss
             + config.rate_loss_weight * rate_loss
+            + config.latent_loss_weight * latent_loss
         )
         return VRVQOutput(
             loss=loss,
@@ -531,6 +546,7 @@ class VRVQModel(VRVQPreTrainedModel):
             commitment_loss=commitment_loss,
             codebook_loss=codebook_loss,
             rate_loss=rate_loss,
+            latent_loss=latent_loss,
             audio_codes=quantized.codes * hard,
             codebook_mask=hard,
             num_codebooks=counts,
