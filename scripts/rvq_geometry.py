@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_clips < 1:
         raise SystemExit(f"--max-clips must be >= 1, got {args.max_clips}")
     from vrvq_hf import VRVQModel
-    from vrvq_hf.evaluation.rvq_geometry import quantizer_geometry
+    from vrvq_hf.evaluation import quantizer_geometry
     from vrvq_hf.evaluation.sweep import folder_sources, prepare_clip
 
     model = VRVQModel.from_pretrained(args.model).eval()

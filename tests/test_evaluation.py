@@ -647,7 +647,7 @@ def test_sweep_with_the_opus_anchor(tmp_path):
 
 # ---------------------------------------------------------------------------------- quantizer geometry
 def test_quantizer_geometry_matches_the_prefix_sums_that_encode_sends():
-    from vrvq_hf.evaluation.rvq_geometry import quantizer_geometry
+    from vrvq_hf.evaluation import quantizer_geometry
 
     model = _model()
     clips = [torch.from_numpy(voiced(0.5, seed=s)).float() for s in range(2)]

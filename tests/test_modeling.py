@@ -418,29 +418,37 @@ def test_training_forward_losses_and_gradients():
     assert subnet_grad > 0 and encoder_grad > 0
 
 
-def test_latent_loss_is_off_by_default_and_measures_the_quantized_latent_when_on():
-    """The optional latent term: 0 in the paper's recipe; with a weight, the squared distance of the
-    quantized latent from the encoder latent relative to the item's mean latent energy, in the loss, and
-    its gradient reaches the stages' output projections (which the paper's VQ losses never touch)."""
+def test_latent_loss_is_off_by_default_and_measures_every_prefix_sum_when_on():
+    """The optional latent term: 0 in the paper's recipe; with a weight, the mean over n = 1..Nq of the
+    squared distance of the first n stages' sum from the encoder latent, relative to the item's mean latent
+    energy. It is in the loss, its gradient reaches every stage's output projection (which the paper's VQ
+    losses never touch) and, as it ignores the mask, never the importance subnet."""
     x = torch.cat([speech_like(0.25, seed=s) for s in range(2)])
     torch.manual_seed(0)
-    off = VRVQModel(tiny_config(full_codebook_rate=1.0)).train()(x)
+    off = VRVQModel(tiny_config(full_codebook_rate=0.0)).train()(x)
     assert off.latent_loss.item() == 0.0
     torch.manual_seed(0)
-    model = VRVQModel(tiny_config(full_codebook_rate=1.0, latent_loss_weight=0.5)).train()
+    model = VRVQModel(tiny_config(full_codebook_rate=0.0, latent_loss_weight=0.5)).train()
     out = model(x)
     frames = model._frames(x, None)
     assert frames.frame_valid.all()
-    latent, _ = model.encoder(frames.waveform)
-    error = (out.quantized_representation - latent).pow(2).sum(dim=1)  # (B, F): all codebooks, all frames valid
-    expected = (error / latent.pow(2).sum(dim=1).mean(dim=1, keepdim=True)).mean()
-    assert out.latent_loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    with torch.no_grad():
+        latent, _ = model.encoder(frames.waveform)
+        energy = latent.pow(2).sum(dim=1).mean(dim=1, keepdim=True)  # (B, 1): all frames valid
+        n_codebooks = model.config.n_codebooks
+        errors = []
+        for n in range(1, n_codebooks + 1):
+            mask = (torch.arange(n_codebooks) < n).float()[None, :, None].expand(2, -1, latent.shape[-1])
+            errors.append((model.quantizer(latent, mask).quantized - latent).pow(2).sum(dim=1) / energy)
+    assert out.latent_loss.item() == pytest.approx(torch.stack(errors).mean().item(), rel=1e-4)
     assert out.loss.item() == pytest.approx(
-        (0.25 * out.commitment_loss + out.codebook_loss + 0.5 * out.latent_loss).item(), rel=1e-6
+        (0.25 * out.commitment_loss + out.codebook_loss + 2.0 * out.rate_loss + 0.5 * out.latent_loss).item(),
+        rel=1e-6,
     )
     out.latent_loss.backward()
     for stage in model.quantizer.stages:
         assert sum(p.grad.abs().sum() for p in stage.out_proj.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.importance_subnet.parameters())
     with pytest.raises(ValueError, match="latent_loss_weight"):
         tiny_config(latent_loss_weight=-1.0)
 

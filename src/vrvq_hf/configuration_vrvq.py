@@ -57,10 +57,10 @@ class VRVQConfig(PreTrainedConfig):
         commitment_loss_weight (`float`, defaults to 0.25), codebook_loss_weight (`float`, defaults to 1.0),
         rate_loss_weight (`float`, defaults to 2.0): weights of the model's own loss terms.
         latent_loss_weight (`float`, defaults to 0.0): weight of an optional term that is not in the paper: the
-            squared distance between the masked quantized latent and the encoder latent, relative to the item's
-            mean latent energy (`VRVQOutput.latent_loss`). The paper's VQ losses live in the projected
-            codebook space only; this ties the sum of the stages' outputs back to the latent they quantize.
-            0 keeps the paper's recipe.
+            squared distance of every prefix sum of stage outputs (first 1, 2, ..., Nq) from the encoder
+            latent, relative to the item's mean latent energy (`VRVQOutput.latent_loss`). The paper's VQ
+            losses live in each stage's projected code space only; this asks every stage to take away part of
+            what the previous ones left. 0 keeps the paper's recipe.
     """
 
     model_type = "vrvq"

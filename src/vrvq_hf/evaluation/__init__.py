@@ -1,4 +1,5 @@
-"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep, an Opus anchor and figures.
+"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep, an Opus anchor, figures and
+the residual quantizer's per-stage geometry.
 
 Plots are imported on demand (``vrvq_hf.evaluation.plots``) so that matplotlib stays optional.
 """
@@ -18,6 +19,7 @@ from .metrics import (
     stoi,
     visqol,
 )
+from .rvq_geometry import QuantizerGeometry, quantizer_geometry
 from .sweep import (
     CHEAP_METRICS,
     DEFAULT_LEVELS,
@@ -43,6 +45,7 @@ __all__ = [
     "MetricInfo",
     "OperatingPoint",
     "OpusUnavailableError",
+    "QuantizerGeometry",
     "SamplingRateMismatchError",
     "SweepResult",
     "bd_quality",
@@ -56,6 +59,7 @@ __all__ = [
     "mel_distance",
     "opus_round_trip",
     "pesq_wb",
+    "quantizer_geometry",
     "run_evaluation",
     "run_sweep",
     "si_sdr",

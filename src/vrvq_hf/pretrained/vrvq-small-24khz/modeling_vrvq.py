@@ -87,9 +87,10 @@ class VRVQOutput(ModelOutput):
         As in [`VRVQEncoderOutput`] (in training mode `level` is the sampled level, also for the items that
         used all codebooks, and `codebook_mask` the forward value of the straight-through mask).
     latent_loss (`torch.FloatTensor` of shape `()`):
-        Squared distance between the (masked) quantized latent and the encoder latent per valid frame,
-        divided by the item's mean latent energy over its valid frames, averaged over items and valid frames
-        (computed only when `latent_loss_weight` > 0, else 0).
+        Squared distance between the sum of the first n stage outputs and the encoder latent, divided by the
+        item's mean latent energy over its valid frames, averaged over n = 1..Nq, items and valid frames
+        (computed only when `latent_loss_weight` > 0, else 0). It does not depend on the codebook mask, so
+        it never pushes the importance subnet.
     """
 
     loss: torch.FloatTensor | None = None
@@ -525,10 +526,10 @@ class VRVQModel(VRVQPreTrainedModel):
         codebook_loss = (quantized.codebook_loss * weights).sum() / frame_count
         latent_loss = latent.new_zeros(())
         if config.latent_loss_weight > 0:
-            target = latent.detach()
-            item_energy = (target.pow(2).sum(dim=1) * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)  # (B,)
-            item_energy = item_energy.clamp(min=torch.finfo(target.dtype).tiny)
-            error = (quantized.quantized - target).pow(2).sum(dim=1) / item_energy[:, None]  # (B, F)
+            energy = latent.detach().pow(2).sum(dim=1)  # (B, F)
+            item_energy = (energy * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)  # (B,)
+            item_energy = item_energy.clamp(min=torch.finfo(energy.dtype).tiny)
+            error = quantized.residual_energy.mean(dim=1) / item_energy[:, None]  # (B, F), mean over prefixes
             latent_loss = (error * valid).sum() / frame_count
         audio = self.decoder(quantized.quantized, frames.frame_lengths if frames.needs_mask else None)
         audio = audio[..., : input_values.shape[-1]]
