@@ -180,12 +180,15 @@ def test_the_shipped_models_stages_chain():
     assert stage7.model == stage6.model and stage7.init_from.endswith("local_small_stage6/export/step-00003000")
     assert stage7.data == stage6.data and stage7.optim.lr_multipliers == stage6.optim.lr_multipliers
     assert stage7.optim.learning_rate * stage7.optim.lr_decay**6000 == pytest.approx(5e-6, rel=0.01)
-    # stage eight: stage seven's final model with the optional latent term, otherwise stage seven's recipe
+    # stage eight trains stage seven's final model on with its recipe; the latent experiment adds the term
     stage8 = load_training_config("local_small_stage8")
-    assert stage8.model == {**stage7.model, "latent_loss_weight": 2.0}
-    assert stage8.init_from.endswith("local_small_stage7/export/step-00006000") and stage8.data == stage7.data
+    assert stage8.model == stage7.model and stage8.data == stage7.data
+    assert stage8.init_from.endswith("local_small_stage7/export/step-00006000")
     assert stage8.optim.learning_rate * stage8.optim.lr_decay**8000 == pytest.approx(5e-6, rel=0.01)
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, cbr)
+    latent = load_training_config("local_small_stage8_latent")
+    assert latent.model == {**stage8.model, "latent_loss_weight": 2.0}
+    assert (latent.init_from, latent.optim, latent.data) == (stage8.init_from, stage8.optim, stage8.data)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

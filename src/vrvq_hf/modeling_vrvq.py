@@ -529,7 +529,7 @@ class VRVQModel(VRVQPreTrainedModel):
             energy = latent.detach().pow(2).sum(dim=1)  # (B, F)
             item_energy = (energy * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)  # (B,)
             item_energy = item_energy.clamp(min=torch.finfo(energy.dtype).tiny)
-            error = quantized.residual_energy.mean(dim=1) / item_energy[:, None]  # (B, F), mean over prefixes
+            error = quantized.remaining_energy.mean(dim=1) / item_energy[:, None]  # (B, F), mean over prefixes
             latent_loss = (error * valid).sum() / frame_count
         audio = self.decoder(quantized.quantized, frames.frame_lengths if frames.needs_mask else None)
         audio = audio[..., : input_values.shape[-1]]

@@ -52,7 +52,7 @@ class QuantizerOutput:
     quantized: (B, D, F) sum of the masked stage outputs.
     codes: (B, Nq, F) the code every stage chose (also where the mask is off).
     commitment_loss, codebook_loss: (B, Nq, F) per-frame losses of every stage, unmasked.
-    residual_energy: (B, Nq, F) squared norm of what is left after each stage, that is, the squared distance
+    remaining_energy: (B, Nq, F) squared norm of what is left after each stage, that is, the squared distance
         between the sum of the first k+1 stage outputs and the latent (unmasked).
     """
 
@@ -60,7 +60,7 @@ class QuantizerOutput:
     codes: torch.Tensor
     commitment_loss: torch.Tensor
     codebook_loss: torch.Tensor
-    residual_energy: torch.Tensor
+    remaining_energy: torch.Tensor
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -77,7 +77,7 @@ class ResidualVectorQuantizer(nn.Module):
         """latent (B, D, F); codebook_mask (B, Nq, F), float (0/1 forward values, may carry gradient)."""
         residual = latent
         quantized = torch.zeros_like(latent)
-        codes, commitment, codebook, left = [], [], [], []
+        codes, commitment, codebook, remaining = [], [], [], []
         for index, stage in enumerate(self.stages):
             stage_out, stage_codes, stage_commitment, stage_codebook = stage(residual)
             residual = residual - stage_out
@@ -85,13 +85,13 @@ class ResidualVectorQuantizer(nn.Module):
             codes.append(stage_codes)
             commitment.append(stage_commitment)
             codebook.append(stage_codebook)
-            left.append(residual.pow(2).sum(dim=1))
+            remaining.append(residual.pow(2).sum(dim=1))
         return QuantizerOutput(
             quantized=quantized,
             codes=torch.stack(codes, dim=1),
             commitment_loss=torch.stack(commitment, dim=1),
             codebook_loss=torch.stack(codebook, dim=1),
-            residual_energy=torch.stack(left, dim=1),
+            remaining_energy=torch.stack(remaining, dim=1),
         )
 
     def from_codes(self, codes: torch.Tensor, codebook_mask: torch.Tensor) -> torch.Tensor:
