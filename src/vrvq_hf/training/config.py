@@ -2,9 +2,10 @@
 
 Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's recipe), `cbr_dac` (the
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
-estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage8` (the stages
-of the model shipped with the package), `local_small_stage8_latent` (an experiment on it with the optional
-latent term), `local_small_cbr` (its constant-bitrate control).
+estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage7` (the stages
+of the model shipped with the package), `local_small_stage8` and `local_small_stage8_latent` (two runs on
+from it, without and with the optional latent term; not shipped), `local_small_cbr` (its constant-bitrate
+control).
 """
 
 from __future__ import annotations
