@@ -50,7 +50,6 @@ def quantizer_geometry(model, clips: Iterable[torch.Tensor]) -> QuantizerGeometr
     their frames (each clip zero-padded to a whole number of frames, as `encode` does). All stages run on
     every frame, whatever a level would send."""
     stages = model.quantizer.stages
-    hop = model.config.hop_length
     entering = np.zeros(len(stages))  # summed squared norms of the residual entering each stage
     left = np.zeros(len(stages))  # ... and of what is left after it
     cosine = np.zeros(len(stages))
@@ -58,9 +57,8 @@ def quantizer_geometry(model, clips: Iterable[torch.Tensor]) -> QuantizerGeometr
     for clip in clips:
         if clip.dim() != 1 or clip.numel() == 0:
             raise ValueError(f"each clip must be a non-empty mono waveform (samples,), got shape {tuple(clip.shape)}")
-        padded = -(-clip.numel() // hop) * hop
-        waveform = torch.nn.functional.pad(clip.float(), (0, padded - clip.numel()))[None, None]
-        latent, _ = model.encoder(waveform, None)  # (1, D, F)
+        framed = model._frames(clip.float()[None, None], None)  # the padding encode applies
+        latent, _ = model.encoder(framed.waveform, None)  # (1, D, F)
         latent_energy += latent.pow(2).sum().item()
         frames += latent.shape[-1]
         residual = latent
