@@ -39,23 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--max-clips must be >= 1, got {args.max_clips}")
     from vrvq_hf import VRVQModel
     from vrvq_hf.evaluation import quantizer_geometry
-    from vrvq_hf.evaluation.sweep import folder_sources, prepare_clip
+    from vrvq_hf.evaluation.sweep import folder_sources, readable_clips
 
     model = VRVQModel.from_pretrained(args.model).eval()
     sources = folder_sources(args.data_dir)
     if args.shuffle is not None:
         random.Random(args.shuffle).shuffle(sources)
     clips: dict[str, list[torch.Tensor]] = {}
-    for source in sources:
-        chosen = clips.setdefault(source.category, [])
-        if len(chosen) >= args.max_clips:
-            continue
-        try:
-            clip = prepare_clip(source, model.config.sampling_rate, args.clip_seconds)
-        except Exception as error:  # an unreadable file is skipped, as the evaluation skips it
-            print(f"skipped {source.name}: {error}", file=sys.stderr)
-            continue
-        chosen.append(torch.from_numpy(clip.audio))
+
+    def skip(source, error: Exception) -> None:  # an unreadable file is skipped, as the evaluation skips it
+        print(f"skipped {source.name}: {error}", file=sys.stderr)
+
+    for clip in readable_clips(sources, model.config.sampling_rate, args.clip_seconds, max_clips=args.max_clips, on_skip=skip):
+        clips.setdefault(clip.category, []).append(torch.from_numpy(clip.audio))
     results = {}
     for category, category_clips in sorted(clips.items()):
         geometry = quantizer_geometry(model, category_clips)

@@ -1,6 +1,7 @@
 """Rate-distortion evaluation: metric sanity, BD-rate, the VBR/CBR sweep, its files and figures."""
 
 import copy
+import csv
 import importlib.util
 import json
 import math
@@ -19,6 +20,7 @@ from vrvq_hf.evaluation.sweep import (
     SweepResult,
     dataset_sources,
     folder_sources,
+    readable_clips,
     run_evaluation,
     run_sweep,
     summarize,
@@ -689,3 +691,71 @@ def test_quantizer_geometry_command_line(tmp_path, capsys):
     assert sorted(figures) == ["music", "speech"] and figures["speech"]["clips"] == 1
     assert "broken.wav" in capsys.readouterr().err  # the unreadable clip is skipped and named
     assert len(figures["music"]["prefix_error"]) == 4
+
+
+def _pause_script():
+    spec = importlib.util.spec_from_file_location(
+        "prepare_pause_speech", Path(__file__).parents[1] / "scripts" / "prepare_pause_speech.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_pause_fraction_counts_quiet_frames():
+    script = _pause_script()
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)
+    quiet = np.full(SR // 4, 1e-4)  # -80 dBFS: far below the tone's level
+    audio = np.concatenate([tone, quiet]).astype(np.float32)
+    assert script.pause_fraction(audio, SR) == pytest.approx(0.2, abs=0.02)  # 0.25 s of 1.25 s
+    assert script.pause_fraction(tone.astype(np.float32), SR) == 0.0
+    assert script.scene_of("pkg/usr/share/sound/airplane/nl/let-m-oko.ogg") == "airplane"
+    with pytest.raises(ValueError, match="level"):
+        script.scene_of("x.ogg")
+
+
+def test_prepare_pause_speech_joins_lines_of_one_level(tmp_path, capsys):
+    script = _pause_script()
+    split = tmp_path / "validation"
+    (split / "pkg").mkdir(parents=True)
+    rows = ["file_name,group,origin"]
+    for level, count in (("cave", 3), ("attic", 1)):  # attic's one line cannot fill a clip
+        for index in range(count):
+            name = f"pkg/{level}-{index}.flac"
+            tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * index) * np.arange(4 * SR // 5) / SR)
+            line = np.concatenate([np.zeros(SR // 5), tone, np.zeros(SR // 5)])  # 0.2 s of silence each side
+            sf.write(split / name, line.astype(np.float32), SR)
+            rows.append(f"{name},fillets-nl-m,pkg/sound/{level}/nl/{level}-{index}.ogg")
+    rows.append("pkg/other.flac,tuxpaint-el,pkg/sound/other/el/other.ogg")  # another group: not used
+    (split / "metadata.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert script.main([str(split), "--output", str(out), "--seconds", "2.5"]) == 0
+    clips = sorted((out / "speech_pauses").iterdir())
+    assert [p.name for p in clips] == ["cave.wav"]
+    audio, rate = sf.read(clips[0])
+    assert rate == SR and len(audio) == round(2.5 * SR)  # three 1.2 s lines, cut at 2.5 s
+    with open(out / "manifest.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    # 0.9 s of the 2.5 s are the lines' silent edges (0.2 + 0.2 + 0.2 + 0.2 + 0.1)
+    assert row["lines"] == "3" and float(row["pause_fraction"]) == pytest.approx(0.36, abs=0.01)
+    assert float(row["below_-60dBFS"]) == pytest.approx(0.36, abs=0.01)
+    assert "wrote 1 clips" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no lines"):
+        script.main([str(split), "--output", str(out), "--groups", "nobody"])
+    with pytest.raises(SystemExit, match="metadata.csv"):
+        script.main([str(tmp_path), "--output", str(out)])
+
+
+def test_readable_clips_takes_the_first_readable_per_category(tmp_path):
+    root = _write_corpus(tmp_path / "corpus")
+    sources = folder_sources(root)
+    skipped = []
+    clips = list(readable_clips(sources, SR, clip_seconds=0.5, max_clips=1, on_skip=lambda s, e: skipped.append(s.name)))
+    # music/broken.wav comes first and is unreadable: it is reported and music's one clip is the next file
+    assert skipped == ["music/broken.wav"]
+    assert [(c.category, c.name) for c in clips] == [("music", "music/m0.flac"), ("speech", "speech/s0.wav")]
+    assert all(len(c.audio) == SR // 2 for c in clips)
+    with pytest.raises(SamplingRateMismatchError):
+        list(readable_clips(sources, SR * 2))
+    with pytest.raises(ValueError, match="max_clips"):
+        list(readable_clips(sources, SR, max_clips=0))

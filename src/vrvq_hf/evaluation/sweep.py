@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -243,6 +243,35 @@ def prepare_clip(
     return Clip(source.name, source.category, np.ascontiguousarray(audio, dtype=np.float32), sampling_rate)
 
 
+def readable_clips(
+    sources: Iterable[ClipSource],
+    sampling_rate: int,
+    clip_seconds: float | None = 10.0,
+    resample: bool = False,
+    max_clips: int | None = None,
+    on_skip: Callable[[ClipSource, Exception], None] | None = None,
+) -> Iterator[Clip]:
+    """Yields the first ``max_clips`` readable clips of each category, in source order, loading each one
+    only when it is reached (:func:`prepare_clip`). An unreadable clip goes to ``on_skip(source, error)``
+    and does not count; a sampling-rate mismatch without ``resample`` raises."""
+    if max_clips is not None and max_clips < 1:
+        raise ValueError(f"max_clips must be >= 1, got {max_clips}")
+    taken: dict[str, int] = {}
+    for source in sources:
+        if max_clips is not None and taken.get(source.category, 0) >= max_clips:
+            continue  # this category is full
+        try:
+            clip = prepare_clip(source, sampling_rate, clip_seconds, resample)
+        except SamplingRateMismatchError:
+            raise
+        except Exception as error:
+            if on_skip is not None:
+                on_skip(source, error)
+            continue
+        taken[source.category] = taken.get(source.category, 0) + 1
+        yield clip
+
+
 # -------------------------------------------------------------------------------------------------- sweep
 @dataclass
 class SweepResult:
@@ -453,19 +482,13 @@ def run_sweep(
     bar = tqdm(total=expected, desc="clips", unit="clip", disable=not progress)
     pool = _metric_pool(metric_workers, metrics)
     try:
-        for source in sources:
-            done = evaluated.get(source.category, 0)
-            if max_clips is not None and done >= max_clips:
-                continue  # this category is full (unreadable clips do not count)
-            try:
-                clip = prepare_clip(source, config.sampling_rate, clip_seconds, resample)
-            except SamplingRateMismatchError:
-                raise
-            except Exception as error:
-                warnings.warn(f"skipping unreadable clip {source.name}: {error}", stacklevel=2)
-                skipped.append((source.name, str(error)))
-                bar.update(1)
-                continue
+        def skip(source: ClipSource, error: Exception) -> None:
+            warnings.warn(f"skipping unreadable clip {source.name}: {error}", stacklevel=3)
+            skipped.append((source.name, str(error)))
+            bar.update(1)
+
+        for clip in readable_clips(sources, config.sampling_rate, clip_seconds, resample, max_clips, on_skip=skip):
+            done = evaluated.get(clip.category, 0)
             speech = is_speech_category(clip.category, speech_categories)
             clip_metrics = [
                 m for m in metrics
