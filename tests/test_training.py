@@ -188,8 +188,32 @@ def test_the_shipped_models_stages_chain():
     latent = load_training_config("local_small_stage8_latent")
     assert latent.model == {**stage8.model, "latent_loss_weight": 2.0}
     assert (latent.init_from, latent.optim, latent.data) == (stage8.init_from, stage8.optim, stage8.data)
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, cbr)
+    # stage nine trains the allocation alone: the codec frozen, the subnet at the paper's 1e-4
+    allocation = load_training_config("local_small_stage9_allocation")
+    assert allocation.model == stage7.model and allocation.data == stage7.data
+    assert allocation.init_from == stage8.init_from
+    assert allocation.optim.lr_multipliers == {"encoder": 0.0, "quantizer": 0.0, "decoder": 0.0, "importance_subnet": 1.0}
+    assert allocation.optim.learning_rate * allocation.optim.lr_decay**6000 == pytest.approx(1e-5, rel=0.01)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
+
+
+def test_a_part_at_learning_rate_factor_zero_is_frozen(audiofolder, tmp_path):
+    trainer = Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "a", **{
+        "optim.max_steps": "2", "optim.lr_multipliers": "{encoder: 0, quantizer: 0, decoder: 0, importance_subnet: 1}",
+    })))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    in_groups = {id(p) for g in trainer.opt_g.param_groups for p in g["params"]}
+    for name in ("encoder", "quantizer", "decoder"):
+        assert all(not p.requires_grad and id(p) not in in_groups for p in getattr(model, name).parameters())
+    trainer.train()
+    after = model.state_dict()
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        assert changed == key.startswith("importance_subnet."), key  # only the subnet moved
+    with pytest.raises(ValueError, match=r"lr_multipliers.decoder must be a number >= 0"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "b", **{"optim.lr_multipliers": "{decoder: -1}"})))
 
 
 def _run_train(args, env_extra=None, **kwargs):

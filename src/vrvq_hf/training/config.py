@@ -4,8 +4,8 @@ Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's 
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
 estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage7` (the stages
 of the model shipped with the package), `local_small_stage8` and `local_small_stage8_latent` (two runs on
-from it, without and with the optional latent term; not shipped), `local_small_cbr` (its constant-bitrate
-control).
+from it, without and with the optional latent term; not shipped), `local_small_stage9_allocation` (its
+importance subnet alone, the codec frozen), `local_small_cbr` (its constant-bitrate control).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class OptimSection:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     # Not in the paper (one rate for all there): learning-rate factors for parts of the generator, by
-    # top-level module name (encoder, importance_subnet, quantizer, decoder), e.g. {importance_subnet: 0.3}.
+    # top-level module name (encoder, importance_subnet, quantizer, decoder), e.g. {importance_subnet: 0.3};
+    # 0 freezes a part.
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     # Not in the paper: ramp the learning rate linearly from 1/lr_warmup_steps of its value over this many
     # steps (on top of the decay; 0 = off). Meant for restarts with a fresh optimiser (init_from).
@@ -224,8 +225,8 @@ def check_training_config(config: TrainingConfig) -> None:
     for name, factor in optim.lr_multipliers.items():
         if name not in GENERATOR_PARTS:
             raise ValueError(f"optim.lr_multipliers: unknown part {name!r}; expected one of {GENERATOR_PARTS}")
-        if not isinstance(factor, (int, float)) or not factor > 0:
-            raise ValueError(f"optim.lr_multipliers.{name} must be a number > 0, got {factor!r}")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 0:
+            raise ValueError(f"optim.lr_multipliers.{name} must be a number >= 0 (0 freezes it), got {factor!r}")
     for name in config.init_reset:
         if name not in GENERATOR_PARTS:
             raise ValueError(f"init_reset: unknown part {name!r}; expected some of {GENERATOR_PARTS}")

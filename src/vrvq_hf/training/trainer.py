@@ -414,13 +414,17 @@ def generator_parameter_groups(
     model: VRVQModel, learning_rate: float, multipliers: dict[str, float]
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups: each top-level part named in `multipliers` at `learning_rate * factor`,
-    the rest at `learning_rate`."""
+    the rest at `learning_rate`. A part at factor 0 is frozen (``requires_grad`` off, in no group);
+    gradients still flow through it to the parts before it."""
     groups, claimed = [], set()
     for name, factor in multipliers.items():
         part = getattr(model, name)
         params = [] if part is None else list(part.parameters())
         claimed.update(id(p) for p in params)
-        if params:
+        if factor == 0:
+            for param in params:
+                param.requires_grad_(False)
+        elif params:
             groups.append({"params": params, "lr": learning_rate * factor})
     rest = [p for p in model.parameters() if id(p) not in claimed]
     return [{"params": rest}, *groups]
