@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     model = VRVQModel.from_pretrained(args.export, config=config).eval()
     if model.config.use_weight_norm:
         model = model.folded_copy()
-    staging = tempfile.mkdtemp(prefix=".ship-", dir=os.path.dirname(os.path.abspath(args.target)))
+    parent = os.path.dirname(os.path.abspath(args.target))
+    os.makedirs(parent, exist_ok=True)  # a new target folder may name missing parents
+    staging = tempfile.mkdtemp(prefix=".ship-", dir=parent)
     os.chmod(staging, 0o755)
     model.save_pretrained(staging)
     VRVQFeatureExtractor.from_model_config(model.config).save_pretrained(staging)

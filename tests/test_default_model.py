@@ -110,3 +110,22 @@ def test_shipped_code_tables_code_real_speech_losslessly_in_fewer_bytes(model, s
     back = decode_bitstream(coded, entropy_tables=tables)
     assert torch.equal(back.num_codebooks, encoded.num_codebooks[0])
     assert torch.equal(back.audio_codes, encoded.audio_codes[0])
+
+
+def test_ship_model_writes_a_new_target_with_missing_parents(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from .conftest import tiny_config
+
+    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "scripts" / "ship_model.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    VRVQModel(tiny_config()).save_pretrained(tmp_path / "export")
+    target = tmp_path / "not" / "yet" / "model"
+    assert script.main([str(tmp_path / "export"), "--set", "silence_threshold_db=-60", "--target", str(target)]) == 0
+    shipped = VRVQModel.from_pretrained(target)
+    assert shipped.config.silence_threshold_db == -60
+    assert (target / "preprocessor_config.json").is_file() and (target / "modeling_vrvq.py").is_file()
+    assert script.main([str(tmp_path / "missing"), "--target", str(target)]) == 2
