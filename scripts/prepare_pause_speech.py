@@ -12,7 +12,8 @@ cut there); a level whose lines do not fill ``--seconds`` gives no clip.
 Writes ``OUTPUT/speech_pauses/<level>.wav`` (so ``scripts/evaluate.py --data-dir OUTPUT`` sees one speech
 category) and ``OUTPUT/manifest.csv``: per clip its source lines and how much of it is pause, measured on
 20 ms frames: ``pause_fraction`` (frames more than ``--pause-db`` below the clip's active level, the 95th
-percentile of its frame levels) and ``below_-60dBFS`` (frames the model's silence gate would catch).
+percentile of its frame levels) and ``below_-60dBFS`` (frames below the shipped silence gate's level; the
+gate itself works on the model's hop-length frames and their neighbours, so this is an estimate of its share).
 """
 
 from __future__ import annotations
