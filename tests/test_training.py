@@ -194,7 +194,12 @@ def test_the_shipped_models_stages_chain():
     assert allocation.init_from == stage8.init_from
     assert allocation.optim.lr_multipliers == {"encoder": 0.0, "quantizer": 0.0, "decoder": 0.0, "importance_subnet": 1.0}
     assert allocation.optim.learning_rate * allocation.optim.lr_decay**6000 == pytest.approx(1e-5, rel=0.01)
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, cbr)
+    # stage ten: the shipped model with a wider decoder (scripts/widen_decoder.py), trained on as a whole
+    wide = load_training_config("local_small_stage10_wide")
+    assert wide.model == {**stage7.model, "decoder_hidden_size": 384} and wide.data == stage7.data
+    assert wide.init_from.endswith("widened_384") and set(wide.optim.lr_multipliers.values()) == {1.0}
+    assert wide.optim.learning_rate * wide.optim.lr_decay**6000 == pytest.approx(1e-5, rel=0.01)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

@@ -5,7 +5,8 @@ constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_squa
 estimator), `tiny_cpu` (tests), `local_small` and `local_small_stage2` to `local_small_stage7` (the stages
 of the model shipped with the package), `local_small_stage8` and `local_small_stage8_latent` (two runs on
 from it, without and with the optional latent term; not shipped), `local_small_stage9_allocation` (its
-importance subnet alone, the codec frozen), `local_small_cbr` (its constant-bitrate control).
+importance subnet alone, the codec frozen), `local_small_stage10_wide` (its decoder widened to 384
+channels, `scripts/widen_decoder.py`), `local_small_cbr` (its constant-bitrate control).
 """
 
 from __future__ import annotations
