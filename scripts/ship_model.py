@@ -18,8 +18,8 @@ import shutil
 import sys
 import tempfile
 
-from vrvq_hf import DEFAULT_MODEL, VRVQConfig, VRVQFeatureExtractor, VRVQModel
-from vrvq_hf.training.config import apply_override
+from vrvq_hf import DEFAULT_MODEL, VRVQFeatureExtractor, VRVQModel
+from vrvq_hf.training.config import saved_config_with_overrides
 
 CARRIED_FILES = ("training_state.json", "code_tables.safetensors")
 
@@ -35,12 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.export} holds no config.json (not a saved model)", file=sys.stderr)
         return 2
     try:
-        overrides: dict = {}
-        for item in args.overrides:
-            apply_override(overrides, item)
-        config, unknown = VRVQConfig.from_pretrained(args.export, return_unused_kwargs=True, **overrides)
-        if unknown:
-            raise ValueError(f"--set: not VRVQConfig fields: {sorted(unknown)}")
+        config = saved_config_with_overrides(args.export, args.overrides)
     except ValueError as error:  # a malformed --set, an unknown field or a value VRVQConfig refuses
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -59,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.target, ignore_errors=True)
     os.replace(staging, args.target)
     size = sum(os.path.getsize(os.path.join(args.target, f)) for f in os.listdir(args.target))
-    changed = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "none"
+    changed = ", ".join(args.overrides) or "none"
     print(f"shipped {args.export} -> {args.target} ({size / 2**20:.1f} MiB; config changes: {changed})")
     return 0
 

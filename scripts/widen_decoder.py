@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from vrvq_hf import VRVQConfig, VRVQFeatureExtractor, VRVQModel
-from vrvq_hf.training.config import apply_override
+from vrvq_hf import VRVQFeatureExtractor, VRVQModel
+from vrvq_hf.training.config import saved_config_with_overrides
 from vrvq_hf.training.widen import widen_decoder
 
 
@@ -37,12 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model} holds no config.json (not a saved model)", file=sys.stderr)
         return 2
     try:
-        overrides: dict = {}
-        for item in args.overrides:
-            apply_override(overrides, item)
-        config, unknown = VRVQConfig.from_pretrained(args.model, return_unused_kwargs=True, **overrides)
-        if unknown:
-            raise ValueError(f"--set: not VRVQConfig fields: {sorted(unknown)}")
+        config = saved_config_with_overrides(args.model, args.overrides)
         model = VRVQModel.from_pretrained(args.model, config=config).eval()
         wider = widen_decoder(model, args.decoder_hidden_size, noise=args.noise, seed=args.seed)
     except ValueError as error:

@@ -78,3 +78,18 @@ def test_overrides_given_to_from_pretrained_are_checked_too(tmp_path):
         VRVQConfig.from_pretrained(tmp_path, silence_threshold_db=5)
     with pytest.raises(ValueError, match="VRVQConfig.level_min"):
         VRVQConfig.from_pretrained(tmp_path, level_min=7.0)
+
+
+def test_saved_config_with_overrides_reads_yaml_values_and_names_bad_fields(tmp_path):
+    from vrvq_hf.training.config import saved_config_with_overrides
+
+    tiny_config().save_pretrained(tmp_path)
+    config = saved_config_with_overrides(str(tmp_path), ["silence_threshold_db=-60", "level_max=4"])
+    assert (config.silence_threshold_db, config.level_max) == (-60, 4)
+    assert saved_config_with_overrides(str(tmp_path), ["silence_threshold_db=null"]).silence_threshold_db is None
+    with pytest.raises(ValueError, match="not VRVQConfig fields: \\['silence_db'\\]"):
+        saved_config_with_overrides(str(tmp_path), ["silence_db=-60"])
+    with pytest.raises(ValueError, match="must look like"):
+        saved_config_with_overrides(str(tmp_path), ["silence_threshold_db"])
+    with pytest.raises(ValueError, match="VRVQConfig.silence_threshold_db"):
+        saved_config_with_overrides(str(tmp_path), ["silence_threshold_db=5"])

@@ -178,6 +178,23 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     target[keys[-1]] = yaml.safe_load(text)
 
 
+def saved_config_with_overrides(folder: str, overrides: list[str]):
+    """The `VRVQConfig` saved in `folder`, with `field=value` overrides (values read as YAML) applied.
+
+    Raises ValueError for a malformed override, a name that is not a VRVQConfig field, or a value the
+    config refuses. (For the scripts' `--set FIELD=VALUE` options.)
+    """
+    from ..configuration_vrvq import VRVQConfig
+
+    values: dict[str, Any] = {}
+    for item in overrides:
+        apply_override(values, item)
+    config, unknown = VRVQConfig.from_pretrained(folder, return_unused_kwargs=True, **values)
+    if unknown:
+        raise ValueError(f"--set: not VRVQConfig fields: {sorted(unknown)}")
+    return config
+
+
 def _build(cls, values: dict[str, Any], where: str):
     """Instantiates dataclass `cls` from a mapping, naming unknown or mistyped fields."""
     if not isinstance(values, dict):
