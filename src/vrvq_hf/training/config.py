@@ -7,7 +7,8 @@ estimator), `tiny_cpu` (tests), `local_small`, `local_small_stage2` to `local_sm
 seven's decoder to 384 channels, `scripts/widen_decoder.py`), `local_small_stage8` and
 `local_small_stage8_latent` (two runs on from stage seven, without and with the optional latent term; not
 shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone, the codec frozen; not
-shipped), `local_small_cbr` (the constant-bitrate control, from stage three).
+shipped), `local_small_stage11_speech` (stage ten trained on with more speech), `local_small_cbr` (the
+constant-bitrate control, from stage three).
 """
 
 from __future__ import annotations
