@@ -31,12 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="VRVQConfig field to change (value in YAML), e.g. silence_threshold_db=-60")
     parser.add_argument("--target", default=DEFAULT_MODEL, help="destination folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.export, "config.json")):
-        print(f"error: {args.export} holds no config.json (not a saved model)", file=sys.stderr)
-        return 2
     try:
         config = saved_config_with_overrides(args.export, args.overrides)
-    except ValueError as error:  # a malformed --set, an unknown field or a value VRVQConfig refuses
+    except ValueError as error:  # no saved model, a malformed --set, an unknown field or a refused value
         print(f"error: {error}", file=sys.stderr)
         return 2
     model = VRVQModel.from_pretrained(args.export, config=config).eval()

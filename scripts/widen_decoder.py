@@ -13,7 +13,6 @@ difference between the two models' outputs on a second of noise, which should be
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
@@ -33,9 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=1e-2, help="split noise relative to each weight's std")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        print(f"error: {args.model} holds no config.json (not a saved model)", file=sys.stderr)
-        return 2
     try:
         config = saved_config_with_overrides(args.model, args.overrides)
         model = VRVQModel.from_pretrained(args.model, config=config).eval()

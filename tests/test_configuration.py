@@ -93,3 +93,5 @@ def test_saved_config_with_overrides_reads_yaml_values_and_names_bad_fields(tmp_
         saved_config_with_overrides(str(tmp_path), ["silence_threshold_db"])
     with pytest.raises(ValueError, match="VRVQConfig.silence_threshold_db"):
         saved_config_with_overrides(str(tmp_path), ["silence_threshold_db=5"])
+    with pytest.raises(ValueError, match="holds no config.json"):
+        saved_config_with_overrides(str(tmp_path / "missing"), [])

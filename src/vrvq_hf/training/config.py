@@ -183,11 +183,13 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 def saved_config_with_overrides(folder: str, overrides: list[str]):
     """The `VRVQConfig` saved in `folder`, with `field=value` overrides (values read as YAML) applied.
 
-    Raises ValueError for a malformed override, a name that is not a VRVQConfig field, or a value the
-    config refuses. (For the scripts' `--set FIELD=VALUE` options.)
+    Raises ValueError for a folder without config.json, a malformed override, a name that is not a
+    VRVQConfig field, or a value the config refuses. (For the scripts' `--set FIELD=VALUE` options.)
     """
     from ..configuration_vrvq import VRVQConfig
 
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(f"{folder} holds no config.json (not a saved model)")
     values: dict[str, Any] = {}
     for item in overrides:
         apply_override(values, item)
