@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from ..configuration_vrvq import VRVQConfig
+from ..configuration_vrvq import VRVQConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 # Top-level modules of VRVQModel that `optim.lr_multipliers` and `init_reset` may name.
@@ -189,8 +188,6 @@ def saved_config_with_overrides(folder: str, overrides: list[str]) -> VRVQConfig
     Raises ValueError for a folder without config.json, a malformed override, a name that is not a
     VRVQConfig field, or a value the config refuses. (For the scripts' `--set FIELD=VALUE` options.)
     """
-    from ..configuration_vrvq import VRVQConfig  # at call time: the package imports this module
-
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(f"{folder} holds no config.json (not a saved model)")
     values: dict[str, Any] = {}
