@@ -117,6 +117,22 @@ def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_p
     assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**5)  # warm-up over, decay alone
 
 
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(audiofolder, tmp_path):
+    def train(output: str, steps: int, resume: bool = False) -> torch.Tensor:
+        config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / output, **{
+            "optim.max_steps": str(steps), "run.checkpoint_every": "6", "discriminator.enabled": "true",
+        }))
+        trainer = Trainer(config, resume=resume)
+        trainer.train()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    straight = train("straight", 12)
+    train("interrupted", 6)
+    resumed = train("interrupted", 12, resume=True)
+    assert torch.equal(straight, resumed)  # data, levels, masks and optimisers all continue where they were
+
+
 def test_config_errors_fail_before_the_first_step(audiofolder, tmp_path):
     with pytest.raises(ValueError, match="config.optim.batchsize"):
         load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"optim.batchsize": "4"}))
