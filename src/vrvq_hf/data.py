@@ -637,9 +637,14 @@ def collate_audio(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def train_dataloader(stream: ExcerptStream, batch_size: int, num_workers: int = 0,
                      **kwargs: Any) -> torch.utils.data.DataLoader:
-    """DataLoader over ``stream`` giving identical batches for any ``num_workers``."""
+    """DataLoader over ``stream`` giving identical batches for any ``num_workers``.
+
+    The stream draws from its own seeded generators, so the loader gets a private torch generator for
+    its base seed: starting an iterator then leaves the global torch generator (the training's levels and
+    masks, restored on resume) untouched."""
     _check_positive_int("batch_size", batch_size)
     stream.worker_chunk = batch_size
+    kwargs.setdefault("generator", torch.Generator())
     return torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
                                        collate_fn=collate_audio, **kwargs)
 

@@ -204,11 +204,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ training
     def train(self) -> TrainingProgress:
         acc, cfg = self.accelerator, self.config
-        # Starting a DataLoader iterator draws its base seed from the global torch generator; fork it so the
-        # draw does not shift the training randomness (levels, masks), which a resume restores as it was
-        # saved: 10 steps + resume + 10 steps then equals 20 steps.
-        with torch.random.fork_rng(devices=[]):
-            loader = iter(train_dataloader(self.stream, self.micro_batch, num_workers=cfg.data.num_workers))
+        loader = iter(train_dataloader(self.stream, self.micro_batch, num_workers=cfg.data.num_workers))
         bar = tqdm(
             total=cfg.optim.max_steps, initial=self.progress.step, disable=not (acc.is_main_process and cfg.run.progress_bar),
             dynamic_ncols=True, unit="step",
