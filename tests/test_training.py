@@ -215,7 +215,7 @@ def test_the_shipped_models_stages_chain():
     assert wide.model == {**stage7.model, "decoder_hidden_size": 384} and wide.data == stage7.data
     assert wide.init_from.endswith("widened_384") and set(wide.optim.lr_multipliers.values()) == {1.0}
     assert wide.optim.learning_rate * wide.optim.lr_decay**6000 == pytest.approx(1e-5, rel=0.01)
-    # stage eleven: the shipped stage-ten model trained on with more speech (4 : 1 : 1)
+    # stage eleven: stage ten's model trained on with more speech (4 : 1 : 1)
     speech = load_training_config("local_small_stage11_speech")
     assert speech.model == wide.model and speech.data.train == wide.data.train
     assert speech.data.category_weights == {"speech": 4.0, "music": 1.0, "general": 1.0}

@@ -2,13 +2,13 @@
 
 Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's recipe), `cbr_dac` (the
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
-estimator), `tiny_cpu` (tests), `local_small`, `local_small_stage2` to `local_small_stage7` and
-`local_small_stage10_wide` (the stages of the model shipped with the package; stage ten widens stage
-seven's decoder to 384 channels, `scripts/widen_decoder.py`), `local_small_stage8` and
+estimator), `tiny_cpu` (tests), `local_small`, `local_small_stage2` to `local_small_stage7`,
+`local_small_stage10_wide` and `local_small_stage11_speech` (the stages of the model shipped with the
+package; stage ten widens stage seven's decoder to 384 channels, `scripts/widen_decoder.py`, stage eleven
+trains it on with more speech), `local_small_stage8` and
 `local_small_stage8_latent` (two runs on from stage seven, without and with the optional latent term; not
 shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone, the codec frozen; not
-shipped), `local_small_stage11_speech` (stage ten trained on with more speech), `local_small_cbr` (the
-constant-bitrate control, from stage three).
+shipped), `local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
 from __future__ import annotations
