@@ -221,11 +221,13 @@ def test_the_shipped_models_stages_chain():
     assert speech.data.category_weights == {"speech": 4.0, "music": 1.0, "general": 1.0}
     assert speech.init_from.endswith("local_small_stage10_wide/export/step-00006000")
     assert speech.optim.learning_rate * speech.optim.lr_decay**5000 == pytest.approx(5e-6, rel=0.01)
-    # stage twelve: stage eleven's recipe once more, from stage eleven's export
-    again = load_training_config("local_small_stage12_speech")
-    assert (again.model, again.data, again.optim) == (speech.model, speech.data, speech.optim)
-    assert again.init_from.endswith("local_small_stage11_speech/export/step-00005000")
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, again, cbr)
+    # stage twelve: stage eleven's model and data with the paper's discriminator at an eighth of its width
+    gan = load_training_config("local_small_stage12_gan")
+    assert (gan.model, gan.data, gan.loss) == (speech.model, speech.data, speech.loss)
+    assert gan.discriminator.enabled and gan.discriminator.width == 0.125 and not speech.discriminator.enabled
+    assert gan.init_from.endswith("local_small_stage11_speech/export/step-00005000")
+    assert gan.optim.learning_rate * gan.optim.lr_decay**3000 == pytest.approx(1e-5, rel=0.01)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 
