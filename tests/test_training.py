@@ -227,7 +227,11 @@ def test_the_shipped_models_stages_chain():
     assert gan.discriminator.enabled and gan.discriminator.width == 0.125 and not speech.discriminator.enabled
     assert gan.init_from.endswith("local_small_stage11_speech/export/step-00005000")
     assert gan.optim.learning_rate * gan.optim.lr_decay**3000 == pytest.approx(1e-5, rel=0.01)
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, cbr)
+    # stage thirteen: stage eleven's recipe once more, from stage eleven's export
+    again = load_training_config("local_small_stage13_speech")
+    assert (again.model, again.data, again.optim, again.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
+    assert again.init_from == gan.init_from
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

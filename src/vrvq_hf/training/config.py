@@ -9,6 +9,7 @@ trains it on with more speech), `local_small_stage8` and
 `local_small_stage8_latent` (two runs on from stage seven, without and with the optional latent term; not
 shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone, the codec frozen; not
 shipped), `local_small_stage12_gan` (stage eleven trained on with a discriminator; not shipped),
+`local_small_stage13_speech` (stage eleven's recipe once more, on stage eleven),
 `local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
