@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Sequence
-
-import torch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,19 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--max-clips must be >= 1, got {args.max_clips}")
     from vrvq_hf import VRVQModel
     from vrvq_hf.evaluation import quantizer_geometry
-    from vrvq_hf.evaluation.sweep import folder_sources, readable_clips
+    from vrvq_hf.evaluation.sweep import clips_by_category
 
     model = VRVQModel.from_pretrained(args.model).eval()
-    sources = folder_sources(args.data_dir)
-    if args.shuffle is not None:
-        random.Random(args.shuffle).shuffle(sources)
-    clips: dict[str, list[torch.Tensor]] = {}
 
     def skip(source, error: Exception) -> None:  # an unreadable file is skipped, as the evaluation skips it
         print(f"skipped {source.name}: {error}", file=sys.stderr)
 
-    for clip in readable_clips(sources, model.config.sampling_rate, args.clip_seconds, max_clips=args.max_clips, on_skip=skip):
-        clips.setdefault(clip.category, []).append(torch.from_numpy(clip.audio))
+    clips = clips_by_category(args.data_dir, model.config.sampling_rate, args.clip_seconds, args.max_clips,
+                              args.shuffle, on_skip=skip)
     results = {}
     for category, category_clips in sorted(clips.items()):
         geometry = quantizer_geometry(model, category_clips)

@@ -693,6 +693,68 @@ def test_quantizer_geometry_command_line(tmp_path, capsys):
     assert len(figures["music"]["prefix_error"]) == 4
 
 
+
+# ---------------------------------------------------------------------------------- phase/magnitude swap
+def test_phase_magnitude_swap_takes_each_half_from_its_own_signal():
+    from vrvq_hf.evaluation import phase_magnitude_swap
+
+    reference = torch.from_numpy(voiced(0.5)).double()
+    # a sign flip keeps the magnitudes and moves every phase by pi
+    reference_phase, reference_magnitude = phase_magnitude_swap(-reference, reference)
+    assert torch.allclose(reference_phase, reference, atol=1e-6)
+    assert torch.allclose(reference_magnitude, -reference, atol=1e-6)
+    # a gain keeps the phase and scales the magnitudes
+    reference_phase, reference_magnitude = phase_magnitude_swap(0.5 * reference, reference)
+    assert torch.allclose(reference_phase, 0.5 * reference, atol=1e-6)
+    assert torch.allclose(reference_magnitude, reference, atol=1e-6)
+    with pytest.raises(ValueError, match="equal length"):
+        phase_magnitude_swap(reference[:-1], reference)
+    with pytest.raises(ValueError, match="n_fft"):
+        phase_magnitude_swap(reference[:100], reference[:100])
+
+
+def test_phase_swap_metrics_measures_the_sweeps_own_output():
+    from vrvq_hf.evaluation import phase_swap_metrics
+    from vrvq_hf.evaluation.sweep import _code_and_decode
+
+    model = _model()
+    clips = [torch.from_numpy(voiced(0.5, seed=s)).float() for s in range(2)]
+    result = phase_swap_metrics(model, clips, metrics=("mel", "sisdr"), n_quantizers=2, speech=False)
+    assert result.clips == 2 and result.n_quantizers == 2
+    expected = np.mean([
+        metrics.mel_distance(_code_and_decode(model, clip[None, None], None, 2)[0], clip.double().numpy(), SR)
+        for clip in clips
+    ])
+    assert result.means["codec"]["mel"] == pytest.approx(expected, rel=1e-6)
+    # the reference's magnitudes under the codec's phase are closer in mel than the codec's own output
+    assert result.means["reference_magnitude"]["mel"] < result.means["codec"]["mel"]
+    assert phase_swap_metrics(model, clips[:1], metrics=("mel",)).n_quantizers == model.config.n_codebooks
+    with pytest.raises(ValueError, match="no clips"):
+        phase_swap_metrics(model, [], metrics=("mel",))
+
+
+def test_phase_swap_command_line(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("phase_swap_cli", Path(__file__).parents[1] / "scripts" / "phase_swap.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    root = _write_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
+    output = tmp_path / "swap.json"
+    argv = [str(tmp_path / "model"), "--data-dir", str(root), "--max-clips", "1", "--metrics", "mel,stoi"]
+    assert cli.main([*argv, "--output", str(output)]) == 0
+    figures = json.loads(output.read_text())["categories"]
+    assert sorted(figures) == ["music", "speech"]
+    assert sorted(figures["speech"]["means"]["reference_phase"]) == ["mel", "stoi"]
+    assert sorted(figures["music"]["means"]["codec"]) == ["mel"]  # STOI is a speech metric
+    assert "broken.wav" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown"):
+        cli.main([*argv[:-1], "bogus"])
+    with pytest.raises(SystemExit, match="no readable clips"):
+        cli.main([*argv, "--category", "general"])
+    with pytest.raises(SystemExit, match="--n-quantizers must be in 1..4"):
+        cli.main([*argv, "--n-quantizers", "9"])
+
 def _pause_script():
     spec = importlib.util.spec_from_file_location(
         "prepare_pause_speech", Path(__file__).parents[1] / "scripts" / "prepare_pause_speech.py"

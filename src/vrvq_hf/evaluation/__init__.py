@@ -1,5 +1,5 @@
-"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep, an Opus anchor, figures and
-the residual quantizer's per-stage geometry.
+"""Rate-distortion evaluation of VRVQ: metrics, BD-rate, the VBR/CBR sweep, an Opus anchor, figures,
+the residual quantizer's per-stage geometry and the phase/magnitude swap.
 
 Plots are imported on demand (``vrvq_hf.evaluation.plots``) so that matplotlib stays optional.
 """
@@ -19,6 +19,7 @@ from .metrics import (
     stoi,
     visqol,
 )
+from .phase_swap import PhaseSwapResult, phase_magnitude_swap, phase_swap_metrics
 from .rvq_geometry import QuantizerGeometry, quantizer_geometry
 from .sweep import (
     CHEAP_METRICS,
@@ -45,6 +46,7 @@ __all__ = [
     "MetricInfo",
     "OperatingPoint",
     "OpusUnavailableError",
+    "PhaseSwapResult",
     "QuantizerGeometry",
     "SamplingRateMismatchError",
     "SweepResult",
@@ -59,6 +61,8 @@ __all__ = [
     "mel_distance",
     "opus_round_trip",
     "pesq_wb",
+    "phase_magnitude_swap",
+    "phase_swap_metrics",
     "quantizer_geometry",
     "run_evaluation",
     "run_sweep",

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import random
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ __all__ = [
     "OperatingPoint",
     "SamplingRateMismatchError",
     "SweepResult",
+    "clips_by_category",
     "dataset_sources",
     "folder_sources",
     "is_speech_category",
@@ -271,6 +273,26 @@ def readable_clips(
         taken[source.category] = taken.get(source.category, 0) + 1
         yield clip
 
+
+
+def clips_by_category(
+    data_dir: str | os.PathLike,
+    sampling_rate: int,
+    clip_seconds: float | None = 10.0,
+    max_clips: int | None = None,
+    shuffle: int | None = None,
+    on_skip: Callable[[ClipSource, Exception], None] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """The clips `scripts/evaluate.py` measures with the same flags, as mono tensors (samples,) per
+    category: the folder's files (sub-folders are categories), shuffled with seed `shuffle` if given, then
+    the first `max_clips` readable ones of each category (:func:`readable_clips`)."""
+    sources = folder_sources(data_dir)
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(sources)
+    clips: dict[str, list[torch.Tensor]] = {}
+    for clip in readable_clips(sources, sampling_rate, clip_seconds, max_clips=max_clips, on_skip=on_skip):
+        clips.setdefault(clip.category, []).append(torch.from_numpy(clip.audio))
+    return clips
 
 # -------------------------------------------------------------------------------------------------- sweep
 @dataclass
