@@ -9,6 +9,7 @@ import torch
 
 from vrvq_hf.spectral import (
     DAC_EVAL_MEL_KWARGS,
+    MultiScaleComplexSTFTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
     hz_to_mel,
@@ -257,3 +258,32 @@ def test_distances_are_per_item_and_match_the_classes():
     torch.testing.assert_close(dac, MultiScaleMelLoss(SR, **DAC_EVAL_MEL_KWARGS)(est, ref, reduction="none"))
     assert not torch.allclose(dac, mel)
     assert torch.equal(mel_distance(ref, ref, SR), torch.zeros(3))
+
+
+# ---------------------------------------------------------------- complex (phase-aware) STFT loss
+def test_complex_stft_loss_sees_the_phase_the_mel_loss_does_not():
+    reference = _noise(2, 1, 4000)
+    loss, mel = MultiScaleComplexSTFTLoss(), MultiScaleMelLoss(sampling_rate=SR)
+    assert loss(reference, reference).item() == 0.0
+    # a sign flip keeps every magnitude (mel distance 0) and moves every phase by pi
+    assert mel(-reference, reference).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(-reference, reference).item() > 0.1
+    # a small delay of a low tone is a small phase shift: the complex loss grows with it
+    tone = _tone(4000, freq=200.0)[None, None]
+    delayed = [torch.roll(tone, shift, dims=-1) for shift in (1, 4)]
+    assert 0 < loss(delayed[0], tone).item() < loss(delayed[1], tone).item()
+    per_item = loss(-reference, reference, reduction="none")
+    assert per_item.shape == (2,) and torch.allclose(per_item.mean(), loss(-reference, reference))
+
+
+def test_complex_stft_loss_gradient_is_finite_on_silence():
+    estimate = torch.zeros(1, 1, 2000, requires_grad=True)
+    MultiScaleComplexSTFTLoss()(estimate, _noise(1, 1, 2000)).backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+
+
+def test_complex_stft_loss_rejects_bad_settings():
+    with pytest.raises(ValueError, match="power must be in"):
+        MultiScaleComplexSTFTLoss(power=0.0)
+    with pytest.raises(ValueError, match="window length"):
+        MultiScaleComplexSTFTLoss(window_lengths=())

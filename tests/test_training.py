@@ -14,6 +14,7 @@ import soundfile
 import torch
 
 from vrvq_hf import VRVQModel
+from vrvq_hf.data import train_dataloader
 from vrvq_hf.training.config import load_training_config
 from vrvq_hf.training.trainer import Trainer, complete_checkpoints
 
@@ -97,6 +98,25 @@ def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
     assert trainer._rate_ramp() == pytest.approx(0.25)
 
 
+
+def test_the_complex_stft_term_is_trained_and_logged_only_when_weighted(audiofolder, tmp_path):
+    def first_step(weight: str) -> tuple[Trainer, dict[str, float]]:
+        config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / weight, **{
+            "optim.max_steps": "1", "loss.complex_stft": weight, "discriminator.enabled": "false",
+        }))
+        trainer = Trainer(config)
+        batch = next(iter(train_dataloader(trainer.stream, trainer.micro_batch)))["input_values"]
+        return trainer, trainer._train_step(batch)
+
+    off, logs_off = first_step("0")
+    on, logs_on = first_step("2.5")
+    assert off.complex_stft_loss is None and "complex_stft" not in logs_off
+    assert logs_on["complex_stft"] > 0
+    # same seed, same batch: the total differs by exactly the weighted term
+    assert logs_on["loss"] - logs_off["loss"] == pytest.approx(2.5 * logs_on["complex_stft"], rel=1e-4)
+    with pytest.raises(ValueError, match="loss.complex_stft must be a number >= 0"):
+        Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "bad", **{"loss.complex_stft": "-1"})))
+
 def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_path):
     def config(steps: int):
         return load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{
@@ -121,6 +141,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(audiofolder
     def train(output: str, steps: int, resume: bool = False) -> torch.Tensor:
         config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / output, **{
             "optim.max_steps": str(steps), "run.checkpoint_every": "6", "discriminator.enabled": "true",
+            "run.export_every": "6",  # an export right after the checkpoint must not move the training RNG
         }))
         trainer = Trainer(config, resume=resume)
         trainer.train()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..spectral import stft_complex
 from .metrics import compute_metrics
 
 __all__ = ["HYBRIDS", "PhaseSwapResult", "phase_magnitude_swap", "phase_swap_metrics"]
@@ -40,7 +41,7 @@ def phase_magnitude_swap(
     window = torch.hann_window(n_fft, dtype=reference.dtype, device=reference.device)
 
     def stft(signal: torch.Tensor) -> torch.Tensor:
-        return torch.stft(signal, n_fft, hop_length, window=window, return_complex=True)
+        return stft_complex(signal[None], window, hop_length)[0]
 
     def istft(spectrum: torch.Tensor) -> torch.Tensor:
         return torch.istft(spectrum, n_fft, hop_length, window=window, length=reference.numel())

@@ -89,6 +89,9 @@ class LossSection:
     # From scratch on CPU the rate term drove the importance to ~0 within 100 steps, before extra codebooks
     # could lower the mel loss; the ramp lets the codebooks become useful first.
     rate_warmup_steps: int = 0
+    # Not in the paper: weight of a loss on magnitude-compressed complex spectra (spectral.py's
+    # MultiScaleComplexSTFTLoss; 0 = off). The mel loss does not see the phase; this term does.
+    complex_stft: float = 0.0
 
 
 @dataclass
@@ -256,6 +259,10 @@ def check_training_config(config: TrainingConfig) -> None:
             raise ValueError(f"init_reset: unknown part {name!r}; expected some of {GENERATOR_PARTS}")
     if config.init_reset and not config.init_from:
         raise ValueError("init_reset needs init_from (a model to start from)")
+    for name in ("mel", "feature_matching", "adversarial", "complex_stft"):
+        weight = getattr(config.loss, name)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"loss.{name} must be a number >= 0, got {weight!r}")
     for name in ("log_every", "validate_every", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(getattr(run, name), int) or getattr(run, name) < 1:
             raise ValueError(f"run.{name} must be a positive int, got {getattr(run, name)!r}")

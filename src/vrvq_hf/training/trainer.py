@@ -44,7 +44,7 @@ from ..data import (
 )
 from ..feature_extraction_vrvq import VRVQFeatureExtractor
 from ..modeling_vrvq import VRVQModel
-from ..spectral import MultiScaleMelLoss
+from ..spectral import MultiScaleComplexSTFTLoss, MultiScaleMelLoss
 from .config import OptimSection, SourceSpec, TrainingConfig, check_training_config
 from .discriminators import Discriminator
 from .losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
@@ -126,6 +126,7 @@ class Trainer:
             else None
         )
         self.mel_loss = MultiScaleMelLoss(sampling_rate=self.model_config.sampling_rate).to(acc.device)
+        self.complex_stft_loss = MultiScaleComplexSTFTLoss().to(acc.device) if config.loss.complex_stft else None
 
         # data first: a bad source fails here, before any step
         self.stream = build_train_stream(
@@ -279,6 +280,10 @@ class Trainer:
             + model_cfg.rate_loss_weight * self._rate_ramp() * out.rate_loss
             + model_cfg.latent_loss_weight * out.latent_loss
         )
+        if self.complex_stft_loss is not None:
+            complex_stft = self.complex_stft_loss(recon, audio)
+            loss_g = loss_g + cfg.loss.complex_stft * complex_stft
+            logs["complex_stft"] = complex_stft.item()
         if adversarial:
             critic = acc.unwrap_model(self.discriminator)
             critic.requires_grad_(False)  # the generator step must not touch the discriminator
