@@ -252,7 +252,11 @@ def test_the_shipped_models_stages_chain():
     again = load_training_config("local_small_stage13_speech")
     assert (again.model, again.data, again.optim, again.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert again.init_from == gan.init_from
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, cbr)
+    # stage fourteen: the same recipe with the phase-aware term
+    phase = load_training_config("local_small_stage14_phase")
+    assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
+    assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

@@ -99,8 +99,12 @@ def phase_swap_metrics(
     if measured == 0:
         raise ValueError("no clips were given")
     means = {
-        hybrid: {name: float(np.nanmean(scores)) if not np.all(np.isnan(scores)) else float("nan")
-                 for name, scores in by_metric.items()}
+        hybrid: {name: _mean_of_finite(scores) for name, scores in by_metric.items()}
         for hybrid, by_metric in values.items()
     }
     return PhaseSwapResult(means=means, clips=measured, n_quantizers=count)
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    finite = [value for value in values if np.isfinite(value)]
+    return float(np.mean(finite)) if finite else float("nan")

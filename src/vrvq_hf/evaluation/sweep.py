@@ -274,7 +274,6 @@ def readable_clips(
         yield clip
 
 
-
 def clips_by_category(
     data_dir: str | os.PathLike,
     sampling_rate: int,
@@ -293,6 +292,7 @@ def clips_by_category(
     for clip in readable_clips(sources, sampling_rate, clip_seconds, max_clips=max_clips, on_skip=on_skip):
         clips.setdefault(clip.category, []).append(torch.from_numpy(clip.audio))
     return clips
+
 
 # -------------------------------------------------------------------------------------------------- sweep
 @dataclass

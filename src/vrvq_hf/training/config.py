@@ -10,6 +10,7 @@ trains it on with more speech), `local_small_stage8` and
 shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone, the codec frozen; not
 shipped), `local_small_stage12_gan` (stage eleven trained on with a discriminator; not shipped),
 `local_small_stage13_speech` (stage eleven's recipe once more, on stage eleven),
+`local_small_stage14_phase` (stage eleven's recipe with the phase-aware `loss.complex_stft` term),
 `local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
