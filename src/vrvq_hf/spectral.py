@@ -190,6 +190,15 @@ class _SpectralLoss(nn.Module):
         super().__init__()
         self._device_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
 
+    def _register_windows(self, window_lengths: Sequence[int]) -> None:
+        """Checks the window lengths and registers a Hann window per scale (hop = window / 4)."""
+        if len(window_lengths) == 0 or any(int(w) < 4 for w in window_lengths):
+            raise ValueError(f"need at least one window length, each >= 4, got {tuple(window_lengths)}")
+        self.window_lengths = tuple(int(w) for w in window_lengths)
+        self.hop_lengths = tuple(w // 4 for w in self.window_lengths)
+        for k, w in enumerate(self.window_lengths):
+            self.register_buffer(f"window_{k}", torch.hann_window(w), persistent=False)
+
     def _constant(self, name: str, device: torch.device) -> torch.Tensor:
         """Buffer ``name`` on ``device`` (moved once, then cached)."""
         buffer = getattr(self, name)
@@ -321,16 +330,11 @@ class MultiScaleSTFTLoss(_SpectralLoss):
         mag_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        if len(window_lengths) == 0 or any(int(w) < 4 for w in window_lengths):
-            raise ValueError(f"need at least one window length, each >= 4, got {tuple(window_lengths)}")
-        self.window_lengths = tuple(int(w) for w in window_lengths)
-        self.hop_lengths = tuple(w // 4 for w in self.window_lengths)
+        self._register_windows(window_lengths)
         self.clamp_eps = float(clamp_eps)
         self.power = float(power)
         self.log_weight = float(log_weight)
         self.mag_weight = float(mag_weight)
-        for k, w in enumerate(self.window_lengths):
-            self.register_buffer(f"window_{k}", torch.hann_window(w), persistent=False)
 
     def magnitude(self, signal: torch.Tensor, scale: int) -> torch.Tensor:
         """``|STFT|`` of ``signal`` ``(N, T)`` -> ``(N, window // 2 + 1, frames)``."""
@@ -371,16 +375,11 @@ class MultiScaleComplexSTFTLoss(_SpectralLoss):
         self, window_lengths: Sequence[int] = (256, 512, 1024), power: float = 0.3, clamp_eps: float = 1e-5
     ) -> None:
         super().__init__()
-        if len(window_lengths) == 0 or any(int(w) < 4 for w in window_lengths):
-            raise ValueError(f"need at least one window length, each >= 4, got {tuple(window_lengths)}")
         if not 0.0 < power <= 1.0:
             raise ValueError(f"power must be in (0, 1], got {power}")
-        self.window_lengths = tuple(int(w) for w in window_lengths)
-        self.hop_lengths = tuple(w // 4 for w in self.window_lengths)
+        self._register_windows(window_lengths)
         self.power = float(power)
         self.clamp_eps = float(clamp_eps)
-        for k, w in enumerate(self.window_lengths):
-            self.register_buffer(f"window_{k}", torch.hann_window(w), persistent=False)
 
     def compressed(self, signal: torch.Tensor, scale: int) -> torch.Tensor:
         """``c(STFT)`` of ``signal`` ``(N, T)`` -> complex ``(N, window // 2 + 1, frames)``."""
