@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import matplotlib.image
 import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
@@ -42,6 +43,7 @@ from ..data import (
     train_dataloader,
     validation_dataloader,
 )
+from ..evaluation.plots import plot_codebook_usage
 from ..feature_extraction_vrvq import VRVQFeatureExtractor
 from ..modeling_vrvq import VRVQModel
 from ..spectral import MultiScaleComplexSTFTLoss, MultiScaleMelLoss
@@ -346,11 +348,10 @@ class Trainer:
 
     def _log_examples(self, model: VRVQModel) -> None:
         """Audio of the first validation clip at each level, and its codebook-use figure (also saved as PNG
-        under `output_dir/validation/`)."""
+        under `output_dir/validation/`). Its helpers are imported with this module, not here: a long run must
+        not import code edited on disk while it trains."""
         if not self.config.run.tensorboard:
             return
-        from ..evaluation.plots import plot_codebook_usage
-
         writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
         clip = torch.from_numpy(self.validation_clips[0]["input_values"])[None, None].to(self.accelerator.device)
         rate, step, levels = self.model_config.sampling_rate, self.progress.step, self.config.run.validation_levels
@@ -360,8 +361,6 @@ class Trainer:
             decoded = model.decode(encoded.audio_codes, num_codebooks=encoded.num_codebooks)
             writer.add_audio(f"val/level_{level}", decoded.audio_values[0, 0].clamp(-1, 1).cpu(), step, sample_rate=rate)
         if self.model_config.use_importance_subnet:
-            import matplotlib.image
-
             path = os.path.join(self.config.run.output_dir, "validation", f"codebooks_step-{step:08d}.png")
             plot_codebook_usage(model, clip[0, 0].cpu(), levels=levels, path=path, title=f"step {step}")
             writer.add_image("val/codebook_use", matplotlib.image.imread(path)[..., :3], step, dataformats="HWC")
