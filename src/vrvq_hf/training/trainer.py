@@ -196,7 +196,8 @@ class Trainer:
     def _resume(self) -> None:
         found = complete_checkpoints(self.config.run.output_dir)
         if not found:
-            logger.warning("resume: no complete checkpoint in %s; starting from scratch", self.config.run.output_dir)
+            start = f"the weights of {self.config.init_from}" if self.config.init_from else "a fresh initialisation"
+            logger.warning("resume: no complete checkpoint in %s; starting at step 0 from %s", self.config.run.output_dir, start)
             return
         self.accelerator.load_state(found[-1])
         self.stream.skip_to(self.progress.samples_seen)

@@ -208,10 +208,13 @@ class VRVQModel(VRVQPreTrainedModel):
     def folded_copy(self) -> VRVQModel:
         """A new model with plain (weight-norm folded) weights equal to this one's, in eval mode; this model
         is left untouched. (Folding a `copy.deepcopy` instead would break this model: the parametrized
-        classes are shared between copies.)"""
+        classes are shared between copies.) The global random state is left untouched too: the new model's
+        throwaway initialisation runs on a forked generator, so exporting mid-training does not change the
+        rest of the run."""
         config = copy.deepcopy(self.config)
         config.use_weight_norm = False
-        plain = VRVQModel(config)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU, so only the CPU generator is drawn from
+            plain = VRVQModel(config)
         modules = dict(self.named_modules())
         parameters = dict(self.named_parameters())
         with torch.no_grad():
