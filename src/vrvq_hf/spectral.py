@@ -19,7 +19,7 @@ channels, so ``reduction="none"`` always returns ``(B,)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -184,7 +184,9 @@ def _as_tuple(value: Any, length: int, name: str) -> tuple:
 
 
 class _SpectralLoss(nn.Module):
-    """Holds per-scale constant tensors as buffers and hands out copies per device."""
+    """A loss summed over STFT scales. Subclasses give `_scale_terms` (the weighted per-item terms of one
+    scale); this class checks the pair, sums the terms over scales, reduces, and holds the per-scale
+    constant tensors as buffers, handing out copies per device."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -221,6 +223,25 @@ class _SpectralLoss(nn.Module):
         """(B*C,) -> (B,) channel mean, then optional batch mean."""
         per_item = per_item.reshape(batch, -1).mean(dim=1)
         return per_item.mean() if reduction == "mean" else per_item
+
+    def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
+        """The weighted terms ``(N,)`` of one scale for signals ``(N, T)``."""
+        raise NotImplementedError
+
+    def forward(
+        self, estimate: torch.Tensor, reference: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Loss between ``estimate`` and ``reference`` ``(B, C, T)`` (or ``(B, T)``).
+
+        Returns a scalar (``reduction="mean"``) or per-item values ``(B,)`` (``"none"``).
+        """
+        _check_reduction(reduction)
+        est, ref, batch = _check_pair(estimate, reference)
+        total = est.new_zeros(est.shape[0])
+        for scale in range(len(self.window_lengths)):
+            for term in self._scale_terms(est, ref, scale):
+                total = total + term
+        return self._reduce(total, batch, reduction)
 
 
 class MultiScaleMelLoss(_SpectralLoss):
@@ -260,12 +281,9 @@ class MultiScaleMelLoss(_SpectralLoss):
                 f"n_mels and window_lengths need the same non-zero length, got {len(n_mels)} "
                 f"and {len(window_lengths)}"
             )
-        if any(w < 4 for w in window_lengths):
-            raise ValueError(f"window lengths must be >= 4 (hop = window / 4), got {tuple(window_lengths)}")
+        self._register_windows(window_lengths)
         self.sampling_rate = int(sampling_rate)
         self.n_mels = tuple(int(n) for n in n_mels)
-        self.window_lengths = tuple(int(w) for w in window_lengths)
-        self.hop_lengths = tuple(w // 4 for w in self.window_lengths)
         self.clamp_eps = float(clamp_eps)
         self.power = float(power)
         self.log_weight = float(log_weight)
@@ -273,7 +291,6 @@ class MultiScaleMelLoss(_SpectralLoss):
         f_mins = _as_tuple(f_min, len(self.n_mels), "f_min")
         f_maxs = _as_tuple(f_max, len(self.n_mels), "f_max")
         for k, (n, w, lo, hi) in enumerate(zip(self.n_mels, self.window_lengths, f_mins, f_maxs)):
-            self.register_buffer(f"window_{k}", torch.hann_window(w), persistent=False)
             self.register_buffer(
                 f"filters_{k}", mel_filterbank(self.sampling_rate, w, n, lo, hi), persistent=False
             )
@@ -293,24 +310,12 @@ class MultiScaleMelLoss(_SpectralLoss):
     def _log(self, mel: torch.Tensor) -> torch.Tensor:
         return mel.clamp(min=self.clamp_eps).pow(self.power).log10()
 
-    def forward(
-        self, estimate: torch.Tensor, reference: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        """Loss between ``estimate`` and ``reference`` ``(B, C, T)`` (or ``(B, T)``).
-
-        Returns a scalar (``reduction="mean"``) or per-item values ``(B,)`` (``"none"``).
-        """
-        _check_reduction(reduction)
-        est, ref, batch = _check_pair(estimate, reference)
-        total = est.new_zeros(est.shape[0])
-        for k in range(len(self.n_mels)):
-            est_mel, ref_mel = self.mel(est, k), self.mel(ref, k)
-            if self.log_weight:
-                diff = (self._log(est_mel) - self._log(ref_mel)).abs()
-                total = total + self.log_weight * diff.mean(dim=(1, 2))
-            if self.mag_weight:
-                total = total + self.mag_weight * (est_mel - ref_mel).abs().mean(dim=(1, 2))
-        return self._reduce(total, batch, reduction)
+    def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
+        est_mel, ref_mel = self.mel(estimate, scale), self.mel(reference, scale)
+        if self.log_weight:
+            yield self.log_weight * (self._log(est_mel) - self._log(ref_mel)).abs().mean(dim=(1, 2))
+        if self.mag_weight:
+            yield self.mag_weight * (est_mel - ref_mel).abs().mean(dim=(1, 2))
 
 
 class MultiScaleSTFTLoss(_SpectralLoss):
@@ -341,24 +346,14 @@ class MultiScaleSTFTLoss(_SpectralLoss):
         window = self._constant(f"window_{scale}", signal.device)
         return stft_magnitude(signal.float(), window, self.hop_lengths[scale])
 
-    def forward(
-        self, estimate: torch.Tensor, reference: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        """Loss between ``estimate`` and ``reference`` ``(B, C, T)`` (or ``(B, T)``);
-        scalar or ``(B,)``."""
-        _check_reduction(reduction)
-        est, ref, batch = _check_pair(estimate, reference)
-        total = est.new_zeros(est.shape[0])
-        for k in range(len(self.window_lengths)):
-            est_mag, ref_mag = self.magnitude(est, k), self.magnitude(ref, k)
-            if self.log_weight:
-                est_log = est_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
-                ref_log = ref_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
-                total = total + self.log_weight * (est_log - ref_log).abs().mean(dim=(1, 2))
-            if self.mag_weight:
-                total = total + self.mag_weight * (est_mag - ref_mag).abs().mean(dim=(1, 2))
-        return self._reduce(total, batch, reduction)
-
+    def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
+        est_mag, ref_mag = self.magnitude(estimate, scale), self.magnitude(reference, scale)
+        if self.log_weight:
+            est_log = est_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
+            ref_log = ref_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
+            yield self.log_weight * (est_log - ref_log).abs().mean(dim=(1, 2))
+        if self.mag_weight:
+            yield self.mag_weight * (est_mag - ref_mag).abs().mean(dim=(1, 2))
 
 
 class MultiScaleComplexSTFTLoss(_SpectralLoss):
@@ -387,18 +382,9 @@ class MultiScaleComplexSTFTLoss(_SpectralLoss):
         spectrum = stft_complex(signal.float(), window, self.hop_lengths[scale])
         return spectrum * spectrum.abs().clamp(min=self.clamp_eps).pow(self.power - 1.0)
 
-    def forward(
-        self, estimate: torch.Tensor, reference: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        """Loss between ``estimate`` and ``reference`` ``(B, C, T)`` (or ``(B, T)``);
-        scalar or ``(B,)``."""
-        _check_reduction(reduction)
-        est, ref, batch = _check_pair(estimate, reference)
-        total = est.new_zeros(est.shape[0])
-        for k in range(len(self.window_lengths)):
-            difference = self.compressed(est, k) - self.compressed(ref, k)
-            total = total + difference.abs().mean(dim=(1, 2))
-        return self._reduce(total, batch, reduction)
+    def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
+        yield (self.compressed(estimate, scale) - self.compressed(reference, scale)).abs().mean(dim=(1, 2))
+
 
 _METRIC_CACHE: dict[tuple, nn.Module] = {}
 _METRIC_CACHE_SIZE = 16
