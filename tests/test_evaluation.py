@@ -693,7 +693,6 @@ def test_quantizer_geometry_command_line(tmp_path, capsys):
     assert len(figures["music"]["prefix_error"]) == 4
 
 
-
 # ---------------------------------------------------------------------------------- phase/magnitude swap
 def test_phase_magnitude_swap_takes_each_half_from_its_own_signal():
     from vrvq_hf.evaluation import phase_magnitude_swap
@@ -754,6 +753,7 @@ def test_phase_swap_command_line(tmp_path, capsys):
         cli.main([*argv, "--category", "general"])
     with pytest.raises(SystemExit, match="--n-quantizers must be in 1..4"):
         cli.main([*argv, "--n-quantizers", "9"])
+
 
 def _pause_script():
     spec = importlib.util.spec_from_file_location(

@@ -98,7 +98,6 @@ def test_loss_falls_and_importance_reacts_to_silence(audiofolder, tmp_path):
     assert trainer._rate_ramp() == pytest.approx(0.25)
 
 
-
 def test_the_complex_stft_term_is_trained_and_logged_only_when_weighted(audiofolder, tmp_path):
     def first_step(weight: str) -> tuple[Trainer, dict[str, float]]:
         config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / weight, **{
@@ -111,11 +110,13 @@ def test_the_complex_stft_term_is_trained_and_logged_only_when_weighted(audiofol
     off, logs_off = first_step("0")
     on, logs_on = first_step("2.5")
     assert off.complex_stft_loss is None and "complex_stft" not in logs_off
+    assert on.complex_stft_loss is not None
     assert logs_on["complex_stft"] > 0
     # same seed, same batch: the total differs by exactly the weighted term
     assert logs_on["loss"] - logs_off["loss"] == pytest.approx(2.5 * logs_on["complex_stft"], rel=1e-4)
     with pytest.raises(ValueError, match="loss.complex_stft must be a number >= 0"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "bad", **{"loss.complex_stft": "-1"})))
+
 
 def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_path):
     def config(steps: int):

@@ -20,6 +20,7 @@ import torch
 
 from ..spectral import stft_complex
 from .metrics import compute_metrics
+from .sweep import _code_and_decode  # the sweep's own encode/decode path, so figures match its tables
 
 __all__ = ["HYBRIDS", "PhaseSwapResult", "phase_magnitude_swap", "phase_swap_metrics"]
 
@@ -79,8 +80,6 @@ def phase_swap_metrics(
     on every frame (default: all), decodes it and measures `metrics` (keys of `METRICS`) on the codec's
     output and on both hybrids of [`phase_magnitude_swap`]. A metric that fails on a pair is NaN there and
     left out of its mean."""
-    from .sweep import _code_and_decode  # the sweep's own encode/decode path, so figures match its tables
-
     count = model.config.n_codebooks if n_quantizers is None else n_quantizers
     values: dict[str, dict[str, list[float]]] = {hybrid: {name: [] for name in metrics} for hybrid in HYBRIDS}
     measured = 0
