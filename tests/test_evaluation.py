@@ -389,12 +389,12 @@ def test_dataset_source_with_a_category_column():
         dataset_sources(datasets.Dataset.from_list(items), audio_column="sound")
 
 
-def _evaluate_script():
-    """scripts/evaluate.py as a module (its main() is the command line)."""
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parents[1] / "scripts" / "evaluate.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
+def _script(name: str):
+    """scripts/<name>.py as a module (a command-line script's main() is its command line)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _saved_model_and_clip(tmp_path: Path) -> VRVQModel:
@@ -408,7 +408,7 @@ def _saved_model_and_clip(tmp_path: Path) -> VRVQModel:
 
 
 def test_command_line(tmp_path):
-    cli = _evaluate_script()
+    cli = _script("evaluate")
     _saved_model_and_clip(tmp_path)
     code = cli.main([
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
@@ -477,7 +477,7 @@ def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
     from vrvq_hf.cli import main as vrvq_main
     from vrvq_hf.entropy import estimate_tables
 
-    cli = _evaluate_script()
+    cli = _script("evaluate")
     model = _saved_model_and_clip(tmp_path)
     arguments = [
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
@@ -565,7 +565,7 @@ def test_a_baseline_must_code_the_same_audio(tmp_path):
 def test_command_line_baseline_with_entropy_coding(tmp_path):
     from vrvq_hf.entropy import estimate_tables
 
-    cli = _evaluate_script()
+    cli = _script("evaluate")
     model = _saved_model_and_clip(tmp_path)
     torch.manual_seed(2)
     VRVQModel(tiny_config(use_importance_subnet=False)).save_pretrained(tmp_path / "cbr")
@@ -679,9 +679,7 @@ def test_quantizer_geometry_matches_the_prefix_sums_that_encode_sends():
 
 
 def test_quantizer_geometry_command_line(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("rvq_geometry_cli", Path(__file__).parents[1] / "scripts" / "rvq_geometry.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = _script("rvq_geometry")
     root = _write_corpus(tmp_path / "corpus")
     torch.manual_seed(0)
     VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
@@ -733,9 +731,7 @@ def test_phase_swap_metrics_measures_the_sweeps_own_output():
 
 
 def test_phase_swap_command_line(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("phase_swap_cli", Path(__file__).parents[1] / "scripts" / "phase_swap.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = _script("phase_swap")
     root = _write_corpus(tmp_path / "corpus")
     torch.manual_seed(0)
     VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
@@ -755,17 +751,8 @@ def test_phase_swap_command_line(tmp_path, capsys):
         cli.main([*argv, "--n-quantizers", "9"])
 
 
-def _pause_script():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_pause_speech", Path(__file__).parents[1] / "scripts" / "prepare_pause_speech.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_pause_fraction_counts_quiet_frames():
-    script = _pause_script()
+    script = _script("prepare_pause_speech")
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)
     quiet = np.full(SR // 4, 1e-4)  # -80 dBFS: far below the tone's level
     audio = np.concatenate([tone, quiet]).astype(np.float32)
@@ -777,7 +764,7 @@ def test_pause_fraction_counts_quiet_frames():
 
 
 def test_prepare_pause_speech_joins_lines_of_one_level(tmp_path, capsys):
-    script = _pause_script()
+    script = _script("prepare_pause_speech")
     split = tmp_path / "validation"
     (split / "pkg").mkdir(parents=True)
     rows = ["file_name,group,origin"]
