@@ -1,4 +1,8 @@
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -9,6 +13,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from vrvq_hf import VRVQConfig, VRVQModel  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_file_module(path: Path, name: str) -> ModuleType:
+    """A Python file outside the package (a script, the Space's app, an example) as a fresh module `name`.
+
+    The module is registered in `sys.modules` before it runs, as an import would, so that what it defines
+    (dataclasses, pickled functions) can find it.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module (a command-line script's main() is its command line)."""
+    return load_file_module(REPO_ROOT / "scripts" / f"{name}.py", f"{name}_script")
+
 
 TINY = dict(
     sampling_rate=16000,

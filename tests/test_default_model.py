@@ -113,14 +113,9 @@ def test_shipped_code_tables_code_real_speech_losslessly_in_fewer_bytes(model, s
 
 
 def test_ship_model_writes_a_new_target_with_missing_parents(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from .conftest import load_script, tiny_config
 
-    from .conftest import tiny_config
-
-    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "scripts" / "ship_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("ship_model")
     torch.manual_seed(0)
     VRVQModel(tiny_config()).save_pretrained(tmp_path / "export")
     target = tmp_path / "not" / "yet" / "model"

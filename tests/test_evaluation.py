@@ -2,7 +2,6 @@
 
 import copy
 import csv
-import importlib.util
 import json
 import math
 import sys
@@ -27,7 +26,7 @@ from vrvq_hf.evaluation.sweep import (
     summary_markdown,
 )
 
-from .conftest import tiny_config
+from .conftest import load_script, tiny_config
 
 SR = 16000
 LEVELS = (0.1, 0.5, 1.0, 3.0)
@@ -389,14 +388,6 @@ def test_dataset_source_with_a_category_column():
         dataset_sources(datasets.Dataset.from_list(items), audio_column="sound")
 
 
-def _script(name: str):
-    """scripts/<name>.py as a module (a command-line script's main() is its command line)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script", Path(__file__).parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _saved_model_and_clip(tmp_path: Path) -> VRVQModel:
     """A seeded tiny model saved in tmp_path/model, and one second of speech-like audio in tmp_path/data."""
     torch.manual_seed(0)
@@ -408,7 +399,7 @@ def _saved_model_and_clip(tmp_path: Path) -> VRVQModel:
 
 
 def test_command_line(tmp_path):
-    cli = _script("evaluate")
+    cli = load_script("evaluate")
     _saved_model_and_clip(tmp_path)
     code = cli.main([
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
@@ -477,7 +468,7 @@ def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):
     from vrvq_hf.cli import main as vrvq_main
     from vrvq_hf.entropy import estimate_tables
 
-    cli = _script("evaluate")
+    cli = load_script("evaluate")
     model = _saved_model_and_clip(tmp_path)
     arguments = [
         "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data"), "--category", "speech",
@@ -565,7 +556,7 @@ def test_a_baseline_must_code_the_same_audio(tmp_path):
 def test_command_line_baseline_with_entropy_coding(tmp_path):
     from vrvq_hf.entropy import estimate_tables
 
-    cli = _script("evaluate")
+    cli = load_script("evaluate")
     model = _saved_model_and_clip(tmp_path)
     torch.manual_seed(2)
     VRVQModel(tiny_config(use_importance_subnet=False)).save_pretrained(tmp_path / "cbr")
@@ -679,7 +670,7 @@ def test_quantizer_geometry_matches_the_prefix_sums_that_encode_sends():
 
 
 def test_quantizer_geometry_command_line(tmp_path, capsys):
-    cli = _script("rvq_geometry")
+    cli = load_script("rvq_geometry")
     root = _write_corpus(tmp_path / "corpus")
     torch.manual_seed(0)
     VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
@@ -731,7 +722,7 @@ def test_phase_swap_metrics_measures_the_sweeps_own_output():
 
 
 def test_phase_swap_command_line(tmp_path, capsys):
-    cli = _script("phase_swap")
+    cli = load_script("phase_swap")
     root = _write_corpus(tmp_path / "corpus")
     torch.manual_seed(0)
     VRVQModel(tiny_config()).save_pretrained(tmp_path / "model")
@@ -752,7 +743,7 @@ def test_phase_swap_command_line(tmp_path, capsys):
 
 
 def test_pause_fraction_counts_quiet_frames():
-    script = _script("prepare_pause_speech")
+    script = load_script("prepare_pause_speech")
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)
     quiet = np.full(SR // 4, 1e-4)  # -80 dBFS: far below the tone's level
     audio = np.concatenate([tone, quiet]).astype(np.float32)
@@ -764,7 +755,7 @@ def test_pause_fraction_counts_quiet_frames():
 
 
 def test_prepare_pause_speech_joins_lines_of_one_level(tmp_path, capsys):
-    script = _script("prepare_pause_speech")
+    script = load_script("prepare_pause_speech")
     split = tmp_path / "validation"
     (split / "pkg").mkdir(parents=True)
     rows = ["file_name,group,origin"]

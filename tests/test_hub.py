@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import shutil
@@ -25,7 +24,7 @@ from vrvq_hf.hub import (
     push_space,
 )
 
-from .conftest import tiny_config
+from .conftest import load_script, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = "# Tiny card\n\nA model card body.\n"
@@ -115,9 +114,7 @@ def test_dry_run_prints_every_file_with_its_size_and_touches_nothing(model_folde
 
 
 def test_script_dry_run_lists_model_and_space(model_folder, card, no_token, capsys):
-    spec = importlib.util.spec_from_file_location("push_to_hub_script", ROOT / "scripts" / "push_to_hub.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("push_to_hub")
     code = script.main(["--dry-run", "--model-folder", str(model_folder), "--model-repo", "me/m",
                         "--space-repo", "me/s", "--card", str(card)])
     out = capsys.readouterr().out
@@ -129,9 +126,7 @@ def test_script_dry_run_lists_model_and_space(model_folder, card, no_token, caps
 
 
 def test_script_reports_errors_without_a_trace(tmp_path, no_token, capsys):
-    spec = importlib.util.spec_from_file_location("push_to_hub_script2", ROOT / "scripts" / "push_to_hub.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("push_to_hub")
     assert script.main(["--model-folder", str(tmp_path / "nowhere"), "--no-space"]) == 2
     assert "error: model folder not found" in capsys.readouterr().err
 

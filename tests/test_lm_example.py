@@ -1,6 +1,5 @@
 """examples/speech_lm_tokens.py (the README's speech-LM example), run with a tiny model."""
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -13,7 +12,7 @@ import torch
 from vrvq_hf import VRVQFeatureExtractor, VRVQModel
 from vrvq_hf.tokens import tokens_to_codes
 
-from .conftest import tiny_config
+from .conftest import load_file_module, tiny_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "speech_lm_tokens.py"
 
@@ -30,10 +29,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("speech_lm_tokens", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(EXAMPLE, "speech_lm_tokens")
 
 
 def test_example_steps(example, tiny_model_dir):

@@ -4,7 +4,6 @@ accounting and the file are real)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
@@ -21,7 +20,7 @@ import torch
 from vrvq_hf import VRVQFeatureExtractor, VRVQModel
 from vrvq_hf.bitstream import HEADER_SIZE, read_file
 
-from .conftest import speech_like, tiny_config
+from .conftest import load_file_module, speech_like, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +29,7 @@ def load_app():
     """spaces/app.py as a module (the folder is not a package)."""
     if "vrvq_space_app" in sys.modules:
         return sys.modules["vrvq_space_app"]
-    spec = importlib.util.spec_from_file_location("vrvq_space_app", ROOT / "spaces" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vrvq_space_app"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "spaces" / "app.py", "vrvq_space_app")
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,10 @@
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from vrvq_hf import VRVQModel
 from vrvq_hf.training.widen import channel_map, split_inputs, widen_decoder
 
-from .conftest import speech_like, tiny_config
+from .conftest import load_script, speech_like, tiny_config
 
 
 @pytest.fixture
@@ -71,9 +68,7 @@ def test_widening_refuses_a_narrower_or_invalid_width(trained_looking_model):
 
 
 def test_widen_decoder_script_saves_a_loadable_model(trained_looking_model, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("widen_decoder", Path(__file__).parents[1] / "scripts" / "widen_decoder.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("widen_decoder")
     trained_looking_model.save_pretrained(tmp_path / "small")
     out = tmp_path / "wide"
     args = [str(tmp_path / "small"), "--decoder-hidden-size", "32", "--output", str(out), "--set", "silence_threshold_db=-50"]
