@@ -257,7 +257,11 @@ def test_the_shipped_models_stages_chain():
     phase = load_training_config("local_small_stage14_phase")
     assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, cbr)
+    # stage fifteen: the same recipe a third time, from stage thirteen's export (the shipped weights)
+    third = load_training_config("local_small_stage15_speech")
+    assert (third.model, third.data, third.optim, third.discriminator, third.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
+    assert third.init_from.endswith("local_small_stage13_speech/export/step-00005000")
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, third, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 
