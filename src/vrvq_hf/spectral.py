@@ -174,6 +174,29 @@ def stft_magnitude(
     return stft_complex(signal, window, hop_length, n_fft).abs()
 
 
+def _log_magnitude(magnitude: torch.Tensor, clamp_eps: float, power: float) -> torch.Tensor:
+    """``log10(clamp(magnitude, clamp_eps) ** power)``: the compressed log the magnitude losses compare."""
+    return magnitude.clamp(min=clamp_eps).pow(power).log10()
+
+
+def _log_and_linear_l1(
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    clamp_eps: float,
+    power: float,
+    log_weight: float,
+    mag_weight: float,
+) -> Iterator[torch.Tensor]:
+    """The weighted L1 terms ``(N,)`` between two magnitude spectra ``(N, bins, frames)``: of their
+    compressed logs (:func:`_log_magnitude`) and of the magnitudes themselves; a zero weight's term is
+    left out."""
+    if log_weight:
+        difference = _log_magnitude(estimate, clamp_eps, power) - _log_magnitude(reference, clamp_eps, power)
+        yield log_weight * difference.abs().mean(dim=(1, 2))
+    if mag_weight:
+        yield mag_weight * (estimate - reference).abs().mean(dim=(1, 2))
+
+
 def _as_tuple(value: Any, length: int, name: str) -> tuple:
     """Broadcast a scalar to ``length`` entries, or check a sequence has that many."""
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -298,7 +321,7 @@ class MultiScaleMelLoss(_SpectralLoss):
     def log_mel(self, signal: torch.Tensor, scale: int) -> torch.Tensor:
         """``log10(clamp(mel, eps) ** power)`` of ``signal`` ``(N, T)`` at scale ``scale``
         -> ``(N, n_mels[scale], frames)``."""
-        return self._log(self.mel(signal, scale))
+        return _log_magnitude(self.mel(signal, scale), self.clamp_eps, self.power)
 
     def mel(self, signal: torch.Tensor, scale: int) -> torch.Tensor:
         """Mel magnitude of ``signal`` ``(N, T)`` -> ``(N, n_mels[scale], frames)``."""
@@ -307,15 +330,11 @@ class MultiScaleMelLoss(_SpectralLoss):
         magnitude = stft_magnitude(signal.float(), window, self.hop_lengths[scale])
         return torch.matmul(filters, magnitude)
 
-    def _log(self, mel: torch.Tensor) -> torch.Tensor:
-        return mel.clamp(min=self.clamp_eps).pow(self.power).log10()
-
     def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
-        est_mel, ref_mel = self.mel(estimate, scale), self.mel(reference, scale)
-        if self.log_weight:
-            yield self.log_weight * (self._log(est_mel) - self._log(ref_mel)).abs().mean(dim=(1, 2))
-        if self.mag_weight:
-            yield self.mag_weight * (est_mel - ref_mel).abs().mean(dim=(1, 2))
+        yield from _log_and_linear_l1(
+            self.mel(estimate, scale), self.mel(reference, scale),
+            self.clamp_eps, self.power, self.log_weight, self.mag_weight,
+        )
 
 
 class MultiScaleSTFTLoss(_SpectralLoss):
@@ -347,13 +366,10 @@ class MultiScaleSTFTLoss(_SpectralLoss):
         return stft_magnitude(signal.float(), window, self.hop_lengths[scale])
 
     def _scale_terms(self, estimate: torch.Tensor, reference: torch.Tensor, scale: int) -> Iterator[torch.Tensor]:
-        est_mag, ref_mag = self.magnitude(estimate, scale), self.magnitude(reference, scale)
-        if self.log_weight:
-            est_log = est_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
-            ref_log = ref_mag.clamp(min=self.clamp_eps).pow(self.power).log10()
-            yield self.log_weight * (est_log - ref_log).abs().mean(dim=(1, 2))
-        if self.mag_weight:
-            yield self.mag_weight * (est_mag - ref_mag).abs().mean(dim=(1, 2))
+        yield from _log_and_linear_l1(
+            self.magnitude(estimate, scale), self.magnitude(reference, scale),
+            self.clamp_eps, self.power, self.log_weight, self.mag_weight,
+        )
 
 
 class MultiScaleComplexSTFTLoss(_SpectralLoss):
