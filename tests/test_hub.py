@@ -24,9 +24,9 @@ from vrvq_hf.hub import (
     push_space,
 )
 
+from .conftest import REPO_ROOT as ROOT
 from .conftest import load_script, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 CARD = "# Tiny card\n\nA model card body.\n"
 
 

@@ -20,9 +20,8 @@ import torch
 from vrvq_hf import VRVQFeatureExtractor, VRVQModel
 from vrvq_hf.bitstream import HEADER_SIZE, read_file
 
+from .conftest import REPO_ROOT as ROOT
 from .conftest import load_file_module, speech_like, tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_app():
