@@ -49,6 +49,18 @@ def test_bad_input_raises_clear_error(fe, audio, kwargs, message):
         fe(audio, **kwargs)
 
 
+def test_a_missing_sampling_rate_is_warned_about_once(fe, caplog):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger(__name__).warning_once.cache_clear()  # once per process: forget earlier calls
+    with caplog.at_level("WARNING"):
+        fe(np.zeros(20, np.float32))
+        fe(np.zeros(20, np.float32))
+        fe(np.zeros(20, np.float32), sampling_rate=fe.sampling_rate)
+    warnings = [r for r in caplog.records if "without `sampling_rate`" in r.getMessage()]
+    assert len(warnings) == 1
+
+
 def test_downmix_on_request(fe):
     stereo = np.stack([np.ones(16, np.float32), -np.ones(16, np.float32) * 0.5])
     out = fe(stereo, downmix=True)

@@ -258,6 +258,22 @@ def test_bad_input_shapes_are_clear_errors(tiny_model):
         _encode(tiny_model, torch.zeros(1, 1, 16), padding_mask=torch.tensor([[0] * 8 + [1] * 8]))
     with pytest.raises(ValueError, match="no valid sample"):
         _encode(tiny_model, torch.zeros(1, 1, 16), padding_mask=torch.zeros(1, 16))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _encode(tiny_model, torch.tensor([[[0.0] * 15 + [float("nan")]]]))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _encode(tiny_model, torch.tensor([[[0.0] * 15 + [float("inf")]]]), n_quantizers=2)
+
+
+def test_whatever_the_padding_holds_codes_are_those_of_zero_padding(tiny_model):
+    x = speech_like(0.1)
+    mask = torch.ones(1, x.shape[-1] + 8, dtype=torch.long)
+    mask[:, x.shape[-1]:] = 0
+    zeros = torch.cat([x, torch.zeros(1, 1, 8)], dim=-1)
+    junk = torch.cat([x, torch.full((1, 1, 8), float("nan"))], dim=-1)
+    expected = _encode(tiny_model, zeros, padding_mask=mask, level=1.0)
+    got = _encode(tiny_model, junk, padding_mask=mask, level=1.0)
+    assert torch.equal(got.audio_codes, expected.audio_codes)
+    assert torch.equal(got.num_codebooks, expected.num_codebooks)
 
 
 def test_decode_checks_codes_and_masks(tiny_model):

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 _INT_SCALES = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
@@ -64,7 +67,12 @@ class VRVQFeatureExtractor(SequenceFeatureExtractor):
         unknown = set(kwargs) - {"padding", "truncation"}
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}")
-        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+        if sampling_rate is None:
+            logger.warning_once(
+                f"VRVQFeatureExtractor was called without `sampling_rate`: the audio is taken to be at "
+                f"{self.sampling_rate} Hz unchecked. Pass sampling_rate= so that a mismatch raises instead."
+            )
+        elif sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"audio sampled at {sampling_rate} Hz, but this model needs {self.sampling_rate} Hz; resample first "
                 f"(e.g. vrvq_hf.audio_io.load_audio(path, sampling_rate={self.sampling_rate}))"

@@ -255,9 +255,12 @@ class VRVQModel(VRVQPreTrainedModel):
         hop = self.config.hop_length
         padded = math.ceil(samples / hop) * hop
         waveform = nn.functional.pad(input_values, (0, padded - samples))
-        if padding_mask is not None:  # whatever the caller put in the padding, the model sees zeros
+        if padding_mask is not None:  # whatever the caller put in the padding (NaN too), the model sees zeros
             steps = torch.arange(padded, device=waveform.device)
-            waveform = waveform * (steps[None, None, :] < lengths[:, None, None]).to(waveform.dtype)
+            valid = steps[None, None, :] < lengths[:, None, None]
+            waveform = torch.where(valid, waveform, torch.zeros((), dtype=waveform.dtype, device=waveform.device))
+        if not torch.isfinite(waveform).all():
+            raise ValueError("input_values contains NaN or Inf on real (unpadded) samples; expected finite audio in [-1, 1]")
         frames = _Frames(
             waveform=waveform,
             sample_lengths=lengths,
