@@ -261,7 +261,12 @@ def test_the_shipped_models_stages_chain():
     third = load_training_config("local_small_stage15_speech")
     assert (third.model, third.data, third.optim, third.discriminator, third.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
     assert third.init_from.endswith("local_small_stage13_speech/export/step-00005000")
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, third, cbr)
+    # stage sixteen: the same recipe a fourth time, from stage fifteen's export (the shipped weights)
+    fourth = load_training_config("local_small_stage16_speech")
+    assert (fourth.model, fourth.data, fourth.optim, fourth.discriminator, fourth.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
+    assert fourth.init_from.endswith("local_small_stage15_speech/export/step-00005000")
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, third,
+              fourth, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

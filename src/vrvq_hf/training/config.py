@@ -11,6 +11,7 @@ stages thirteen and fifteen repeat stage eleven's recipe), `local_small_stage8` 
 shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone, the codec frozen; not
 shipped), `local_small_stage12_gan` (stage eleven trained on with a discriminator; not shipped),
 `local_small_stage14_phase` (stage eleven's recipe with the phase-aware `loss.complex_stft` term; not shipped),
+`local_small_stage16_speech` (stage eleven's recipe a fourth time, on stage fifteen; not shipped yet),
 `local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
