@@ -257,7 +257,7 @@ def test_the_shipped_models_stages_chain():
     phase = load_training_config("local_small_stage14_phase")
     assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
-    # stage fifteen: the same recipe a third time, from stage thirteen's export (the shipped weights)
+    # stage fifteen: the same recipe a third time, from stage thirteen's export
     third = load_training_config("local_small_stage15_speech")
     assert (third.model, third.data, third.optim, third.discriminator, third.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
     assert third.init_from.endswith("local_small_stage13_speech/export/step-00005000")

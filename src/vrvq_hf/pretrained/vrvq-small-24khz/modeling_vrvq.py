@@ -257,8 +257,7 @@ class VRVQModel(VRVQPreTrainedModel):
         waveform = nn.functional.pad(input_values, (0, padded - samples))
         if padding_mask is not None:  # whatever the caller put in the padding (NaN too), the model sees zeros
             steps = torch.arange(padded, device=waveform.device)
-            valid = steps[None, None, :] < lengths[:, None, None]
-            waveform = torch.where(valid, waveform, torch.zeros((), dtype=waveform.dtype, device=waveform.device))
+            waveform = waveform.masked_fill(steps[None, None, :] >= lengths[:, None, None], 0.0)
         if not torch.isfinite(waveform).all():
             raise ValueError("input_values contains NaN or Inf on real (unpadded) samples; expected finite audio in [-1, 1]")
         frames = _Frames(
