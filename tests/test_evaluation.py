@@ -703,14 +703,14 @@ def test_phase_magnitude_swap_takes_each_half_from_its_own_signal():
 
 def test_phase_swap_metrics_measures_the_sweeps_own_output():
     from vrvq_hf.evaluation import phase_swap_metrics
-    from vrvq_hf.evaluation.sweep import _code_and_decode
+    from vrvq_hf.evaluation.sweep import code_and_decode
 
     model = _model()
     clips = [torch.from_numpy(voiced(0.5, seed=s)).float() for s in range(2)]
     result = phase_swap_metrics(model, clips, metrics=("mel", "sisdr"), n_quantizers=2, speech=False)
     assert result.clips == 2 and result.n_quantizers == 2
     expected = np.mean([
-        metrics.mel_distance(_code_and_decode(model, clip[None, None], None, 2)[0], clip.double().numpy(), SR)
+        metrics.mel_distance(code_and_decode(model, clip[None, None], None, 2)[0], clip.double().numpy(), SR)
         for clip in clips
     ])
     assert result.means["codec"]["mel"] == pytest.approx(expected, rel=1e-6)

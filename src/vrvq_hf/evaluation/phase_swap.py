@@ -20,7 +20,7 @@ import torch
 
 from ..spectral import stft_complex
 from .metrics import compute_metrics
-from .sweep import _code_and_decode  # the sweep's own encode/decode path, so figures match its tables
+from .sweep import code_and_decode  # the sweep's encode/decode path, so figures match its tables
 
 __all__ = ["HYBRIDS", "PhaseSwapResult", "phase_magnitude_swap", "phase_swap_metrics"]
 
@@ -87,7 +87,7 @@ def phase_swap_metrics(
         if clip.dim() != 1 or clip.numel() == 0:
             raise ValueError(f"each clip must be a non-empty mono waveform (samples,), got shape {tuple(clip.shape)}")
         reference = clip.double()
-        decoded, _ = _code_and_decode(model, clip.float()[None, None], None, count)
+        decoded, _ = code_and_decode(model, clip.float()[None, None], None, count)
         decoded = torch.from_numpy(decoded)
         hybrids = dict(zip(HYBRIDS, (decoded, *phase_magnitude_swap(decoded, reference, n_fft, hop_length))))
         for hybrid, signal in hybrids.items():

@@ -49,6 +49,7 @@ __all__ = [
     "SamplingRateMismatchError",
     "SweepResult",
     "clips_by_category",
+    "code_and_decode",
     "dataset_sources",
     "folder_sources",
     "is_speech_category",
@@ -373,7 +374,7 @@ def _check_settings(model: Any, levels: Sequence[float], n_quantizers: Sequence[
 
 
 @torch.inference_mode()
-def _code_and_decode(
+def code_and_decode(
     model: Any, audio: torch.Tensor, level: float | None, n_quantizers: int | None, entropy_tables: Any = None
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Encodes (1, 1, T) audio at one operating point, decodes it -> (decoded (T,), rate fields). With
@@ -565,7 +566,7 @@ def _evaluate_clip(
         if point.mode == "opus":
             decoded, rates = _opus_point(clip, point.target_kbps, coded=entropy_tables is not None)
         else:
-            decoded, rates = _code_and_decode(model, audio, point.level, point.n_quantizers, entropy_tables)
+            decoded, rates = code_and_decode(model, audio, point.level, point.n_quantizers, entropy_tables)
         row: dict[str, Any] = {
             "clip": clip.name,
             "category": clip.category,
