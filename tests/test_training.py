@@ -261,12 +261,16 @@ def test_the_shipped_models_stages_chain():
     third = load_training_config("local_small_stage15_speech")
     assert (third.model, third.data, third.optim, third.discriminator, third.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
     assert third.init_from.endswith("local_small_stage13_speech/export/step-00005000")
-    # stage sixteen: the same recipe a fourth time, from stage fifteen's export (the shipped weights)
+    # stage sixteen (the shipped weights): the same recipe a fourth time, from stage fifteen's export
     fourth = load_training_config("local_small_stage16_speech")
     assert (fourth.model, fourth.data, fourth.optim, fourth.discriminator, fourth.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
     assert fourth.init_from.endswith("local_small_stage15_speech/export/step-00005000")
+    # stage seventeen: the same recipe a fifth time, from stage sixteen's export
+    fifth = load_training_config("local_small_stage17_speech")
+    assert (fifth.model, fifth.data, fifth.optim, fifth.discriminator, fifth.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
+    assert fifth.init_from.endswith("local_small_stage16_speech/export/step-00005000")
     stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, third,
-              fourth, cbr)
+              fourth, fifth, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 
