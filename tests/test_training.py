@@ -257,20 +257,20 @@ def test_the_shipped_models_stages_chain():
     phase = load_training_config("local_small_stage14_phase")
     assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
-    # stage fifteen: the same recipe a third time, from stage thirteen's export
-    third = load_training_config("local_small_stage15_speech")
-    assert (third.model, third.data, third.optim, third.discriminator, third.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
-    assert third.init_from.endswith("local_small_stage13_speech/export/step-00005000")
-    # stage sixteen (the shipped weights): the same recipe a fourth time, from stage fifteen's export
-    fourth = load_training_config("local_small_stage16_speech")
-    assert (fourth.model, fourth.data, fourth.optim, fourth.discriminator, fourth.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
-    assert fourth.init_from.endswith("local_small_stage15_speech/export/step-00005000")
-    # stage seventeen: the same recipe a fifth time, from stage sixteen's export
-    fifth = load_training_config("local_small_stage17_speech")
-    assert (fifth.model, fifth.data, fifth.optim, fifth.discriminator, fifth.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
-    assert fifth.init_from.endswith("local_small_stage16_speech/export/step-00005000")
-    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase, third,
-              fourth, fifth, cbr)
+    # stages fifteen, sixteen (the shipped weights) and seventeen: the same recipe a third, fourth and fifth
+    # time, each from the export of the stage before
+    repeats = []
+    for name, previous in (
+        ("local_small_stage15_speech", "local_small_stage13_speech"),
+        ("local_small_stage16_speech", "local_small_stage15_speech"),
+        ("local_small_stage17_speech", "local_small_stage16_speech"),
+    ):
+        repeat = load_training_config(name)
+        assert (repeat.model, repeat.data, repeat.optim, repeat.discriminator, repeat.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
+        assert repeat.init_from.endswith(f"{previous}/export/step-00005000")
+        repeats.append(repeat)
+    stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase,
+              *repeats, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 
