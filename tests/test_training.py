@@ -257,13 +257,14 @@ def test_the_shipped_models_stages_chain():
     phase = load_training_config("local_small_stage14_phase")
     assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
-    # stages fifteen, sixteen (the shipped weights) and seventeen: the same recipe a third, fourth and fifth
+    # stages fifteen, sixteen, seventeen (the shipped weights) and eighteen: the same recipe a third to sixth
     # time, each from the export of the stage before
     repeats = []
     for name, previous in (
         ("local_small_stage15_speech", "local_small_stage13_speech"),
         ("local_small_stage16_speech", "local_small_stage15_speech"),
         ("local_small_stage17_speech", "local_small_stage16_speech"),
+        ("local_small_stage18_speech", "local_small_stage17_speech"),
     ):
         repeat = load_training_config(name)
         assert (repeat.model, repeat.data, repeat.optim, repeat.discriminator, repeat.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
