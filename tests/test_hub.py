@@ -17,7 +17,7 @@ from vrvq_hf import hub as hub_module
 from vrvq_hf.hub import (
     HubError,
     build_model_card,
-    card_figures,
+    card_files,
     check_model_folder,
     prepare_model_folder,
     push_model,
@@ -259,21 +259,26 @@ def test_prepare_model_folder_copies_tables_and_refuses_a_used_staging(copy_of, 
         prepare_model_folder(folder, tmp_path / "stage2", "me/x", card=tmp_path / "nope.md")
 
 
-def test_pictures_the_card_shows_travel_with_it(model_folder, tmp_path):
+def test_pictures_and_documents_the_card_links_travel_with_it(model_folder, tmp_path):
     card = tmp_path / "card" / "MODEL_CARD.md"
     (card.parent / "docs").mkdir(parents=True)
     (card.parent / "docs" / "use.png").write_bytes(b"\x89PNG fake")
-    card.write_text("# Card\n\n![codebooks](docs/use.png)\n![logo](https://example.org/x.png)\n![again](./docs/use.png)\n")
-    assert card_figures(card) == ["docs/use.png"]
+    (card.parent / "docs" / "log.md").write_text("# Log\n")
+    card.write_text(
+        "# Card\n\n![codebooks](docs/use.png)\n![logo](https://example.org/x.png)\n![again](./docs/use.png)\n"
+        "See [the log](docs/log.md#stage-2), [the paper](https://arxiv.org/abs/1), [mail](mailto:a@b.c), [top](#card).\n"
+    )
+    assert card_files(card) == ["docs/use.png", "docs/log.md"]
     plan = prepare_model_folder(model_folder, tmp_path / "staging", "me/x", card=card)
     assert (tmp_path / "staging" / "docs" / "use.png").read_bytes() == b"\x89PNG fake"
-    assert ("docs/use.png", 9) in plan.files
+    assert (tmp_path / "staging" / "docs" / "log.md").read_text() == "# Log\n"
+    assert ("docs/use.png", 9) in plan.files and ("docs/log.md", 6) in plan.files
     card.write_text("![missing](docs/nope.png)\n")
     with pytest.raises(HubError, match="docs/nope.png"):
         prepare_model_folder(model_folder, tmp_path / "staging2", "me/x", card=card)
     card.write_text("![outside](../../etc/passwd)\n")
     with pytest.raises(HubError, match="not a file under"):
-        card_figures(card)
+        card_files(card)
 
 
 def test_model_card_keeps_its_own_front_matter_and_usage():
@@ -289,6 +294,8 @@ def test_repository_model_card_builds(tmp_path):
     readme = build_model_card((ROOT / "MODEL_CARD.md").read_text(), "vrvq-hf/vrvq-small-24khz")
     assert readme.startswith("---\nlibrary_name: transformers\n")
     assert "chae2025vrvq" in readme
+    # every picture and document the card links to exists, so the upload can carry it
+    assert {"docs/training_log.md", "docs/figures/rd_mel.png"} <= set(card_files(ROOT / "MODEL_CARD.md"))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The trainer on a tiny config and a generated local audiofolder (offline, CPU)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -116,6 +117,27 @@ def test_the_complex_stft_term_is_trained_and_logged_only_when_weighted(audiofol
     assert logs_on["loss"] - logs_off["loss"] == pytest.approx(2.5 * logs_on["complex_stft"], rel=1e-4)
     with pytest.raises(ValueError, match="loss.complex_stft must be a number >= 0"):
         Trainer(load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path / "bad", **{"loss.complex_stft": "-1"})))
+
+
+def test_the_discriminator_can_train_alone_before_it_reaches_the_generator(audiofolder, tmp_path):
+    config = load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{
+        "optim.max_steps": "4", "discriminator.enabled": "true", "discriminator.start_step": "1",
+        "discriminator.warmup_steps": "2",
+    }))
+    trainer = Trainer(config)
+    batch = next(iter(train_dataloader(trainer.stream, trainer.micro_batch)))["input_values"]
+    critic = trainer.accelerator.unwrap_model(trainer.discriminator)
+    seen = []
+    for step in range(4):
+        trainer.progress.step = step
+        before = torch.cat([p.detach().flatten() for p in critic.parameters()])
+        logs = trainer._train_step(batch)
+        moved = not torch.equal(before, torch.cat([p.detach().flatten() for p in critic.parameters()]))
+        seen.append((moved, "d" in logs, "adv" in logs and "fm" in logs))
+    # step 0: no critic yet; steps 1-2: the critic trains alone; step 3: its terms reach the generator
+    assert seen == [(False, False, False), (True, True, False), (True, True, False), (True, True, True)]
+    with pytest.raises(ValueError, match="discriminator.warmup_steps must be an int >= 0"):
+        load_training_config("tiny_cpu", _overrides(audiofolder, tmp_path, **{"discriminator.warmup_steps": "-1"}))
 
 
 def test_learning_rate_warm_up_for_restarts_survives_a_resume(audiofolder, tmp_path):
@@ -270,8 +292,16 @@ def test_the_shipped_models_stages_chain():
         assert (repeat.model, repeat.data, repeat.optim, repeat.discriminator, repeat.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
         assert repeat.init_from.endswith(f"{previous}/export/step-00005000")
         repeats.append(repeat)
+    # stage nineteen: stage seventeen's decoder alone with the discriminator of stage twelve, which first
+    # trains by itself for 1000 steps; the codes and the allocation cannot change
+    critic = load_training_config("local_small_stage19_gan")
+    assert (critic.model, critic.data, critic.loss) == (speech.model, speech.data, speech.loss)
+    assert critic.discriminator == dataclasses.replace(gan.discriminator, warmup_steps=1000)
+    assert critic.init_from.endswith("local_small_stage17_speech/export/step-00005000")
+    assert critic.optim.lr_multipliers == {"encoder": 0.0, "importance_subnet": 0.0, "quantizer": 0.0, "decoder": 0.5}
+    assert critic.optim.learning_rate * critic.optim.lr_decay**8000 == pytest.approx(1e-5, rel=0.01)
     stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase,
-              *repeats, cbr)
+              *repeats, critic, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

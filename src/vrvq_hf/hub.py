@@ -314,8 +314,8 @@ def prepare_model_folder(
         card_path.read_text(), repo_id, license=license, datasets=datasets, base_model=base_model
     )
     (target / "README.md").write_text(readme)
-    figures = card_figures(card_path)
-    for name in figures:
+    attached = card_files(card_path)
+    for name in attached:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(card_path.parent / name, target / name)
     skipped = [
@@ -323,23 +323,24 @@ def prepare_model_folder(
         for p in sorted(source.iterdir())
         if p.name not in names and not p.name.startswith(".")
     ]
-    return UploadPlan(repo_id, "model", target, _files_with_sizes(target, [*names, "README.md", *figures]), skipped)
+    return UploadPlan(repo_id, "model", target, _files_with_sizes(target, [*names, "README.md", *attached]), skipped)
 
 
-_IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+_LOCAL_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
 
 
-def card_figures(card_path: str | os.PathLike) -> list[str]:
-    """Relative image paths that the card shows (``![...](docs/figures/x.png)``), so the upload carries them
-    and the card's pictures work on the Hub. Raises HubError for a picture that is not there."""
+def card_files(card_path: str | os.PathLike) -> list[str]:
+    """Relative paths of the files the card shows or links to (``![...](docs/figures/x.png)``,
+    ``[...](docs/training_log.md)``), so the upload carries them and the card's pictures and links work on
+    the Hub. Raises HubError for a link to a file that is not there or lies outside the card's folder."""
     card_path = Path(card_path)
     found = []
-    for link in _IMAGE_LINK.findall(card_path.read_text()):
-        if re.match(r"^[a-z]+://", link) or link.startswith("/"):
-            continue  # absolute URLs and paths are not ours to upload
+    for link in _LOCAL_LINK.findall(card_path.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", link) or link.startswith("/"):
+            continue  # URLs (https:, mailto:) and absolute paths are not ours to upload
         path = (card_path.parent / link).resolve()
         if not path.is_file() or card_path.parent.resolve() not in path.parents:
-            raise HubError(f"the model card shows {link!r}, which is not a file under {card_path.parent}")
+            raise HubError(f"the model card links to {link!r}, which is not a file under {card_path.parent}")
         found.append(Path(link).as_posix())
     return list(dict.fromkeys(found))
 
@@ -515,7 +516,7 @@ __all__ = [
     "check_model_folder",
     "check_space_folder",
     "human_size",
-    "card_figures",
+    "card_files",
     "prepare_model_folder",
     "prepare_space_folder",
     "push_model",

@@ -11,8 +11,10 @@ trains it on with more speech, stages thirteen and fifteen to seventeen repeat s
 optional latent term; not shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone,
 the codec frozen; not shipped), `local_small_stage12_gan` (stage eleven trained on with a discriminator; not
 shipped), `local_small_stage14_phase` (stage eleven's recipe with the phase-aware `loss.complex_stft` term;
-not shipped), `local_small_stage18_speech` (stage eleven's recipe a sixth time, on stage seventeen; not
-shipped yet), `local_small_cbr` (the constant-bitrate control, from stage three).
+not shipped), `local_small_stage18_speech` (stage eleven's recipe a sixth time, on stage seventeen; its
+export was lost to a machine reset before it was evaluated), `local_small_stage19_gan` (stage seventeen's
+decoder alone trained on with a discriminator that first trains by itself; not shipped yet),
+`local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
 from __future__ import annotations
@@ -102,7 +104,12 @@ class DiscriminatorSection:
     width: float = 1.0  # 1.0 = DAC size; 0.125 = small CPU variant
     periods: tuple[int, ...] = (2, 3, 5, 7, 11)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512)
-    start_step: int = 0  # adversarial and feature-matching terms from this step on
+    start_step: int = 0  # the discriminator trains from this step on
+    # Not in the paper: after start_step, train the discriminator alone for this many steps before its
+    # adversarial and feature-matching terms reach the generator (0 = at once, the paper's recipe). Meant for
+    # adding a discriminator to a generator trained without one, which an untrained critic would only push
+    # around.
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -249,6 +256,10 @@ def check_training_config(config: TrainingConfig) -> None:
         raise ValueError(f"optim.mixed_precision must be no, fp16 or bf16, got {optim.mixed_precision!r}")
     if not isinstance(optim.lr_warmup_steps, int) or optim.lr_warmup_steps < 0:
         raise ValueError(f"optim.lr_warmup_steps must be an int >= 0, got {optim.lr_warmup_steps!r}")
+    for name in ("start_step", "warmup_steps"):
+        value = getattr(config.discriminator, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"discriminator.{name} must be an int >= 0, got {value!r}")
     if not 0 < optim.lr_decay <= 1:
         raise ValueError(f"optim.lr_decay must be in (0, 1], got {optim.lr_decay}")
     for name, factor in optim.lr_multipliers.items():

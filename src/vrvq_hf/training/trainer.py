@@ -2,7 +2,8 @@
 
 One optimisation step (SPEC section 5):
   1. the generator's training forward (random level per item, full-codebook share, straight-through mask);
-  2. discriminator step on real vs reconstructed audio (least squares), gradient clipped at 10;
+  2. discriminator step on real vs reconstructed audio (least squares), gradient clipped at 10 (from
+     `discriminator.start_step`; optionally alone for `discriminator.warmup_steps` before step 3 uses it);
   3. generator step: 15 * multi-scale mel L1 + 2 * feature matching + 1 * adversarial
      + the model's commitment, codebook and rate terms with the VRVQConfig weights (the rate term
      optionally ramped in over `loss.rate_warmup_steps`; the optional latent term, off in the paper's
@@ -262,8 +263,10 @@ class Trainer:
         out = self.model(audio)
         recon = out.audio_values
         logs: dict[str, float] = {}
-        adversarial = self.discriminator is not None and self.progress.step >= cfg.discriminator.start_step
-        if adversarial:
+        step, critic_cfg = self.progress.step, cfg.discriminator
+        train_critic = self.discriminator is not None and step >= critic_cfg.start_step
+        adversarial = train_critic and step >= critic_cfg.start_step + critic_cfg.warmup_steps
+        if train_critic:
             real, fake = _split_outputs(self.discriminator(torch.cat([audio, recon.detach()])), audio.shape[0])
             loss_d = discriminator_loss(real, fake)
             acc.backward(loss_d)
