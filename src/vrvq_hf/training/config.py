@@ -13,7 +13,8 @@ the codec frozen; not shipped), `local_small_stage12_gan` (stage eleven trained 
 shipped), `local_small_stage14_phase` (stage eleven's recipe with the phase-aware `loss.complex_stft` term;
 not shipped), `local_small_stage18_speech` (stage eleven's recipe a sixth time, on stage seventeen; its
 export was lost to a machine reset before it was evaluated), `local_small_stage19_gan` (stage seventeen's
-decoder alone trained on with a discriminator that first trains by itself; not shipped yet),
+decoder alone trained on with a discriminator that first trains by itself; stopped at 4000 steps, not
+shipped),
 `local_small_cbr` (the constant-bitrate control, from stage three).
 """
 
