@@ -10,7 +10,8 @@
 tiny_cpu, local_small, local_small_stage2 .. local_small_stage8, local_small_stage8_latent,
 local_small_stage9_allocation, local_small_stage10_wide, local_small_stage11_speech, local_small_stage12_gan,
 local_small_stage13_speech, local_small_stage14_phase, local_small_stage15_speech, local_small_stage16_speech,
-local_small_stage17_speech, local_small_stage18_speech, local_small_stage19_gan, local_small_cbr).
+local_small_stage17_speech, local_small_stage18_speech, local_small_stage19_gan, local_small_stage20_speech,
+local_small_cbr).
 Note: `accelerate launch --cpu --num_processes 2` silently runs ONE process.
 """
 

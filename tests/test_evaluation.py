@@ -96,6 +96,17 @@ def test_visqol_audio_and_speech_modes():
     assert strictly_ordered(speech, True), speech
 
 
+def test_visqol_too_short_for_a_patch_is_a_clear_error_and_a_nan_in_a_report():
+    # long enough for the 0.5 s check, too short for speech mode's patch selector (which fails inside the
+    # ViSQOL port with an IndexError); an evaluation must record NaN for that clip and go on
+    x = voiced(seconds=0.6)
+    with pytest.raises(ValueError, match="no reference patch"):
+        metrics.visqol(x, x, SR, mode="speech")
+    with pytest.warns(UserWarning, match="visqol: .*no reference patch.*recorded as NaN"):
+        values = metrics.compute_metrics(x, x, SR, ["visqol", "mel"], speech=True)
+    assert np.isnan(values["visqol"]) and values["mel"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_metric_inputs_are_checked():
     x = voiced(0.5)
     with pytest.raises(ValueError, match="same length"):
@@ -461,6 +472,23 @@ def test_bd_rate_flags_a_curve_whose_quality_falls_as_the_rate_rises():
     rows[-1]["mel"] = 2.2  # now monotone: no mark
     summary = summarize(result)
     assert summary["bd_rate"][0]["non_monotone"] == [] and "†" not in summary_markdown(summary, result)
+
+
+def test_summary_table_shows_how_many_clips_a_metric_was_averaged_over():
+    # two clips; ViSQOL measured on the first only (a subset, or a clip it could not score): its cell says so
+    def row(clip, mode, point, kbps, mel, visqol, level=None, n=None):
+        return {"clip": clip, "category": "speech", "mode": mode, "point": point, "level": level, "n_quantizers": n,
+                "kbps": kbps, "payload_kbps": kbps - 0.225 * (mode == "vbr"), "side_info_kbps": 0.225 * (mode == "vbr"),
+                "mean_codebooks": 1.0, "mel": mel, "visqol": visqol}
+
+    rows = []
+    for clip, visqol in (("a", 3.0), ("b", float("nan"))):
+        rows += [row(clip, "vbr", f"l={lv:g}", k, m, visqol, level=lv) for lv, k, m in ((0.5, 1.1, 2.5), (1.0, 1.6, 2.3))]
+        rows += [row(clip, "cbr", f"n={n}", 0.75 * n, m, visqol, n=n) for n, m in ((1, 2.7), (2, 2.4))]
+    result = SweepResult(rows=rows, n_clips=2, metrics=("mel", "visqol"), levels=(0.5, 1.0), n_quantizers=(1, 2))
+    markdown = summary_markdown(summarize(result), result)
+    assert "| VBR | l=0.5 | 2 | 1.100 | 0.875 | 1.00 | 2.500 | 3.000 (1) |" in markdown
+    assert "| CBR | n=2 | 2 | 1.500 | 1.500 | 1.00 | 2.400 | 3.000 (1) |" in markdown
 
 
 def test_entropy_option_measures_the_files_the_cli_writes(tmp_path):

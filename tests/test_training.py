@@ -279,8 +279,8 @@ def test_the_shipped_models_stages_chain():
     phase = load_training_config("local_small_stage14_phase")
     assert (phase.model, phase.data, phase.optim, phase.discriminator) == (speech.model, speech.data, speech.optim, speech.discriminator)
     assert phase.init_from == gan.init_from and phase.loss.complex_stft == 4.0 and speech.loss.complex_stft == 0.0
-    # stages fifteen, sixteen, seventeen (the shipped weights) and eighteen: the same recipe a third to sixth
-    # time, each from the export of the stage before
+    # stages fifteen to eighteen (the shipped weights): the same recipe a third to sixth time, each from the
+    # export of the stage before
     repeats = []
     for name, previous in (
         ("local_small_stage15_speech", "local_small_stage13_speech"),
@@ -300,8 +300,15 @@ def test_the_shipped_models_stages_chain():
     assert critic.init_from.endswith("local_small_stage17_speech/export/step-00005000")
     assert critic.optim.lr_multipliers == {"encoder": 0.0, "importance_subnet": 0.0, "quantizer": 0.0, "decoder": 0.5}
     assert critic.optim.learning_rate * critic.optim.lr_decay**8000 == pytest.approx(1e-5, rel=0.01)
+    # stage twenty: the recipe a seventh time, from stage eighteen, with a new seed (the rounds before all drew
+    # the same excerpts, levels and masks with seed 0)
+    fresh = load_training_config("local_small_stage20_speech")
+    assert (fresh.model, fresh.data, fresh.optim, fresh.discriminator, fresh.loss) == (speech.model, speech.data, speech.optim, speech.discriminator, speech.loss)
+    assert fresh.init_from.endswith("local_small_stage18_speech/export/step-00005000")
+    assert speech.run.seed == 0 and all(r.run.seed == 0 for r in repeats) and fresh.run.seed == 20
+    assert dataclasses.replace(fresh.run, seed=0, output_dir=speech.run.output_dir) == speech.run
     stages = (stage1, stage2, stage3, stage4, stage5, stage6, stage7, stage8, latent, allocation, wide, speech, gan, again, phase,
-              *repeats, critic, cbr)
+              *repeats, critic, fresh, cbr)
     assert len({c.run.output_dir for c in stages}) == len(stages)
 
 

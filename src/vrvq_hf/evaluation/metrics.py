@@ -214,7 +214,8 @@ def visqol(
         mapping; ``True``: the deep-lattice mapper of the C++ release (needs ``ai-edge-litert``); ``None``:
         lattice when installed. The polynomial mapping can read 1-2 points higher than the lattice one, so
         compare speech-mode numbers only within one setting.
-    About 8 s of CPU per 10 s clip in audio mode.
+    About 8 s of CPU per 10 s clip in audio mode. Raises ``ValueError`` for input it cannot score: too short
+    (under 0.5 s, or in speech mode too little voiced reference to form one patch) or a rate below 16 kHz.
     """
     if mode not in VISQOL_RATES:
         raise ValueError(f"ViSQOL mode must be 'audio' or 'speech', got {mode!r}")
@@ -227,7 +228,13 @@ def visqol(
     if est.size / rate < 0.5:
         raise ValueError(f"ViSQOL needs at least 0.5 s of audio, got {est.size / rate:.3f} s")
     api = _visqol_api(mode, speech_lattice if mode == "speech" else None)
-    result = api.measure_from_arrays(_resample(ref, rate, target), _resample(est, rate, target), target)
+    try:
+        result = api.measure_from_arrays(_resample(ref, rate, target), _resample(est, rate, target), target)
+    except IndexError as error:  # the port's patch selector, when the reference yields no patch to compare
+        raise ValueError(
+            f"ViSQOL ({mode} mode) found no reference patch to compare in {est.size / rate:.2f} s of audio "
+            "(speech mode needs about 0.7 s or more of voiced reference)"
+        ) from error
     return float(result.moslqo)
 
 

@@ -713,6 +713,12 @@ def _cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _metric_cell(point: dict[str, Any], metric: str) -> str:
+    """A metric's mean, with its clip count in brackets when it was measured on fewer clips than the row's."""
+    count = point.get(f"{metric}_clips", point["clips"])
+    return _cell(point[metric]) + (f" ({count})" if point[metric] is not None and count != point["clips"] else "")
+
+
 def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any = None, title: str | None = None) -> str:
     """A markdown report (tables a model card can include)."""
     metrics = list(result.metrics)
@@ -739,7 +745,8 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
         "`payload` is the codes alone. Lower is better for mel, STFT and L1; higher for SI-SDR, ViSQOL, "
         "PESQ, STOI and ESTOI. ViSQOL uses speech mode on speech categories and audio mode elsewhere (the "
         "two scales differ, so `all` leaves ViSQOL out when both occur); PESQ and STOI run on speech only. "
-        "A metric computed on a subset of clips (e.g. ViSQOL) is averaged over that subset.",
+        "A metric computed on fewer clips than the row's (ViSQOL on a subset, or a clip a metric cannot score, "
+        "such as PESQ finding no speech) is averaged over those clips, and their number follows it in brackets.",
         "",
     ]
     coded = "bd_rate_coded" in summary
@@ -763,7 +770,7 @@ def summary_markdown(summary: dict[str, Any], result: SweepResult, config: Any =
             cells = [p["mode"].upper(), p["point"], str(p["clips"]), _cell(p["kbps"]), _cell(p["payload_kbps"]),
                      *([_cell(p["coded_kbps"]), _cell(p["coded_codes_kbps"])] if coded else []),
                      _cell(p["mean_codebooks"], 2),
-                     *(_cell(p[m]) for m in metrics)]
+                     *(_metric_cell(p, m) for m in metrics)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [

@@ -4,18 +4,17 @@ Named configs live in `vrvq_hf/configs/` (package data): `vrvq_a2` (the paper's 
 constant-bitrate baseline), `vrvq_a{0.5,1,4,8,16}` (the alpha sweep), `vrvq_square` (the earlier
 estimator), `tiny_cpu` (tests), `local_small`, `local_small_stage2` to `local_small_stage7`,
 `local_small_stage10_wide`, `local_small_stage11_speech`, `local_small_stage13_speech`,
-`local_small_stage15_speech` to `local_small_stage17_speech` (the stages of the model shipped with the
+`local_small_stage15_speech` to `local_small_stage18_speech` (the stages of the model shipped with the
 package; stage ten widens stage seven's decoder to 384 channels, `scripts/widen_decoder.py`, stage eleven
-trains it on with more speech, stages thirteen and fifteen to seventeen repeat stage eleven's recipe),
+trains it on with more speech, stages thirteen and fifteen to eighteen repeat stage eleven's recipe),
 `local_small_stage8` and `local_small_stage8_latent` (two runs on from stage seven, without and with the
 optional latent term; not shipped), `local_small_stage9_allocation` (stage seven's importance subnet alone,
 the codec frozen; not shipped), `local_small_stage12_gan` (stage eleven trained on with a discriminator; not
 shipped), `local_small_stage14_phase` (stage eleven's recipe with the phase-aware `loss.complex_stft` term;
-not shipped), `local_small_stage18_speech` (stage eleven's recipe a sixth time, on stage seventeen; its
-export was lost to a machine reset before it was evaluated), `local_small_stage19_gan` (stage seventeen's
-decoder alone trained on with a discriminator that first trains by itself; stopped at 4000 steps, not
-shipped),
-`local_small_cbr` (the constant-bitrate control, from stage three).
+not shipped), `local_small_stage19_gan` (stage seventeen's decoder alone trained on with a discriminator
+that first trains by itself; stopped at 4000 steps, not shipped), `local_small_stage20_speech` (stage
+eleven's recipe a seventh time, on stage eighteen, with a new seed), `local_small_cbr` (the
+constant-bitrate control, from stage three).
 """
 
 from __future__ import annotations
